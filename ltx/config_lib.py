@@ -12,6 +12,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.num_epochs = 200
     c.batch_size = 128  # Global, over all devices and hosts.
     c.mixup_alpha = 0.0  # 0 turns Mixup off.
+    c.mixup_epochs = -1  # Mixup on epochs < mixup_epochs only (ACE); -1: every epoch.
     c.log_every_steps = 50
     c.tensorboard = False
     c.distributed = False  # jax.distributed.initialize() for multi-host (or LTX_DISTRIBUTED=1).
@@ -23,6 +24,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.profile = "exp"
     c.data.subset_seed = 0  # The references' rand_number for the long-tailed selection.
     c.data.num_workers = 0  # grain worker processes for decoding and augmentation.
+    c.data.sampler = "shuffle"  # Or 'class_balanced' (RIDE's router stage).
     # List-file datasets (imagenet_lt, inaturalist2018, places_lt; ltx/data/image_lists.py):
     c.data.root = ""  # Image root; the list files' paths are relative to it.
     c.data.list_dir = ""  # Folder of the list files; '' = data.root.
@@ -78,6 +80,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.optimizer.reference_batch_size = 0
     # ((regex over parameter paths, lr multiplier), ...): PyTorch-style parameter groups.
     c.optimizer.lr_multipliers = ()
+    c.optimizer.trainable = ""  # Regex over parameter paths: only these train ('' = all).
 
     c.schedule = ml_collections.ConfigDict()
     c.schedule.name = "multistep"
@@ -92,6 +95,16 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval.shot_convention = "ride"
     c.eval.num_bins = 15
     c.eval.posthoc_test_prior = False
+
+    # Distillation from a finished run (its workdir); stages link teachers with teacher_from.
+    c.teacher = ml_collections.ConfigDict()
+    c.teacher.workdir = ""
+
+    # Multi-stage methods (ltx/stages.py): stage names in order, each stage's overrides under
+    # stages.<name>, and an optional finishing step ('cbe_fusion').
+    c.stage_order = ()
+    c.stages = ml_collections.ConfigDict()
+    c.finish = ""
 
     c.checkpoint = ml_collections.ConfigDict()
     c.checkpoint.every_epochs = 20
@@ -223,4 +236,62 @@ def ldam_drw_schedule(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict
     c.optimizer.nesterov = False
     c.optimizer.weight_decay = 2e-4
     c.schedule.decay_factor = 0.01
+    return c
+
+
+def ride_method(*, num_experts: int = 3, diversity_factor: float = -0.45, reweight_epoch: int,
+                reweight_factor: float = 0.05, router_top_k: int = 30
+                ) -> ml_collections.ConfigDict:
+    """`config.method` of RIDE (`ltx.methods.ride`), stage 1, the CIFAR defaults."""
+    return ml_collections.ConfigDict(dict(
+        name="ride", stage="experts", num_experts=num_experts, max_margin=0.5, scale=30.0,
+        base_temperature=1.0, diversity_factor=diversity_factor, reweight_factor=reweight_factor,
+        reweight_epoch=reweight_epoch, beta=0.9999, distill=False, distill_temperature=1.5,
+        distill_multiplicity="official", router_hidden=16, router_top_k=router_top_k,
+        router_pos_weight=100.0, router_threshold=0.5))
+
+
+def ride_stages(c: ml_collections.ConfigDict, *, distill: bool, router_batch_size: int,
+                distill_warmup_epochs: int, router_epochs: int = 5
+                ) -> ml_collections.ConfigDict:
+    """RIDE's stages: [a 6-expert teacher and a distilled student,] then the router.
+
+    The router stage (methods.md 2.4) starts from the experts' checkpoint, freezes them, samples
+    classes uniformly and trains 5 epochs of cosine from lr 0.01 (Nesterov, wd 5e-4) without
+    warmup.
+    """
+    c.stage_order = ("experts", "router")
+    c.stages.experts = ml_collections.ConfigDict()
+    if distill:
+        c.stage_order = ("teacher", "experts", "router")
+        c.stages.teacher = ml_collections.ConfigDict({"method": {"num_experts": 6}})
+        c.stages.experts = ml_collections.ConfigDict({
+            "teacher_from": "teacher", "method": {"distill": True},
+            "schedule": {"warmup_epochs": distill_warmup_epochs}})
+    c.stages.router = ml_collections.ConfigDict({
+        "init_from": "experts", "num_epochs": router_epochs, "batch_size": router_batch_size,
+        "method": {"stage": "router"}, "data": {"sampler": "class_balanced"},
+        "optimizer": {"lr": 0.01, "reference_batch_size": 0, "nesterov": True,
+                      "weight_decay": 5e-4},
+        "schedule": {"name": "cosine", "warmup_epochs": 0, "decay_epochs": ()},
+        "eval": {"every_epochs": 0}, "checkpoint": {"every_epochs": router_epochs}})
+    return c
+
+
+def ala_moe_method(*, num_experts: int = 3, router_epoch: int, drw_epoch: int
+                   ) -> ml_collections.ConfigDict:
+    """`config.method` of ALA + MoE (`ltx.methods.ala_moe`), stage 'moe'."""
+    return ml_collections.ConfigDict(dict(
+        name="ala_moe", stage="moe", num_experts=num_experts, scale=30.0,
+        router_epoch=router_epoch, drw_epoch=drw_epoch, beta=0.9999, distill_temperature=2.0))
+
+
+def ala_moe_stages(c: ml_collections.ConfigDict, *, full_widths) -> ml_collections.ConfigDict:
+    """The MoE, then its distillation into one full-width expert trained from scratch with the
+    same schedule (`teacher_from` the MoE)."""
+    c.stage_order = ("moe", "distill")
+    c.stages.moe = ml_collections.ConfigDict()
+    c.stages.distill = ml_collections.ConfigDict({
+        "teacher_from": "moe", "method": {"stage": "distill", "num_experts": 1},
+        "model": {"widths": tuple(full_widths)}})
     return c

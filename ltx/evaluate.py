@@ -21,7 +21,7 @@ split is predicted once, and everything else is computed from those expert logit
 
 It writes `<workdir>/eval/report.json` (all numbers; NaN, e.g. a shot group with no class in a
 subset, becomes null), `<workdir>/eval/report.md` (Markdown tables) and the pictures of
-`ltx.plots`. Methods with a router may provide `routing_report(run, state, split) -> dict`
+`ltx.plots`. Methods with a router may provide `routing_report(run, state, outputs, labels) -> dict`
 (keys such as `avg_experts_used`, `gflops_per_image`) as an attribute of their `Method`; the
 report then includes it. Nothing is estimated for methods that do not.
 """
@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from ltx import evaluation, metrics, plots, trainer
+from ltx import evaluation, metrics, plots, stages, trainer
 from ltx.data import image_lists, long_tail, shots
 from ltx.methods import balpoe
 
@@ -69,8 +69,15 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
 
 def restore_run(workdir: str, step: int | None = None,
                 config: ml_collections.ConfigDict | None = None) -> trainer.Run:
-    """The `Run` of a workdir with its checkpoint loaded into `run.state`."""
-    run = trainer.Run(load_config(workdir) if config is None else config, workdir)
+    """The `Run` of a workdir with its checkpoint loaded into `run.state`.
+
+    For a multi-stage workdir (`ltx.stages`) this is the run of its last stage.
+    """
+    config = load_config(workdir) if config is None else config
+    if config.get("stage_order"):
+        name, config, _ = stages.stage_configs(config)[-1]
+        workdir = os.path.join(workdir, name)
+    run = trainer.Run(config, workdir)
     run.restore(step)
     return run
 
@@ -200,8 +207,8 @@ def evaluate_workdir(workdir: str, *, shot_convention: str | None = None,
     num_bins = num_bins or cfg.eval.num_bins
     num_classes = run.dataset.num_classes
     class_counts = run.dataset.class_counts
-    expert_logits, labels = run.predict(run.state, "test")
-    logits = np.asarray(run.method.aggregate(jnp.asarray(expert_logits)))
+    outputs, labels = run.predict(run.state, "test")
+    expert_logits, logits = outputs.logits, run.aggregate(run.state, outputs)
 
     ensemble, experts = _reports(expert_logits, logits, labels, class_counts, convention,
                                  num_bins)
@@ -227,9 +234,9 @@ def evaluate_workdir(workdir: str, *, shot_convention: str | None = None,
         def shifted():
             for name, path in lists.items():
                 split = image_lists.load_split(path, cfg.data.root, num_classes)
-                sub_experts, sub_labels = run.predict(run.state, split)
-                yield (name, sub_experts,
-                       np.asarray(run.method.aggregate(jnp.asarray(sub_experts))), sub_labels)
+                sub_outputs, sub_labels = run.predict(run.state, split)
+                yield (name, sub_outputs.logits, run.aggregate(run.state, sub_outputs),
+                       sub_labels)
     else:  # Cut from the test split, as test_all_cifar.py does.
         def shifted():
             for name, idx in shifted_test_sets(labels, num_classes, max_per_class=max_per_class,
@@ -262,9 +269,8 @@ def evaluate_workdir(workdir: str, *, shot_convention: str | None = None,
     report["per_class"] = {k: np.asarray(v) for k, v in per_class.items()}
     if len(lambdas) == expert_logits.shape[0] > 1:
         report["expert_priors"] = implied_priors(expert_logits, run.dataset.train_prior, lambdas)
-    routing = getattr(run.method, "routing_report", None)
-    if routing is not None:
-        report["routing"] = routing(run, run.state, run.dataset.test)
+    if run.method.routing_report is not None:
+        report["routing"] = run.method.routing_report(run, run.state, outputs, labels)
 
     out_dir = os.path.join(workdir, "eval")
     os.makedirs(out_dir, exist_ok=True)

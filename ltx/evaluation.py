@@ -13,19 +13,19 @@ from typing import Callable
 
 import numpy as np
 
-from ltx import metrics
+from ltx import methods, metrics
 from ltx.data import pipeline, splits
 
 
 def predict_split(eval_step: Callable, state, split: splits.Split, *, batch_size: int, mean,
                   std, to_global: Callable, sharding: pipeline.Sharding = pipeline.Sharding(),
                   transform: pipeline.EvalTransform | None = None
-                  ) -> tuple[np.ndarray, np.ndarray]:
-    """Expert logits of every record of `split`, in split order.
+                  ) -> tuple[methods.Outputs, np.ndarray]:
+    """The model's outputs on every record of `split`, in split order.
 
     Args:
-      eval_step: jitted `(state, batch) -> (expert_logits [E, B, C], mask [B], index [B])`,
-        outputs replicated.
+      eval_step: jitted `(state, batch) -> (outputs, mask [B], index [B])`, outputs replicated:
+        expert logits [E, B, C] or {'logits': [E, B, C], 'router': [B, K]}.
       state: the train state.
       split: records to evaluate.
       batch_size: global eval batch size.
@@ -36,18 +36,31 @@ def predict_split(eval_step: Callable, state, split: splits.Split, *, batch_size
       transform: the dataset's `eval_transform` (None for fixed-size records).
 
     Returns:
-      (expert_logits float32 [E, N, C], labels int [N]).
+      (`methods.Outputs` of host arrays: logits float32 [E, N, C], router [N, K] or None;
+      labels int [N]).
     """
-    chunks, positions = [], []
+    logit_chunks, router_chunks, positions = [], [], []
     for batch in pipeline.eval_batches(split, global_batch_size=batch_size, mean=mean, std=std,
                                        transform=transform, sharding=sharding):
-        logits, mask, index = eval_step(state, to_global(batch))
+        outputs, mask, index = eval_step(state, to_global(batch))
+        outputs = methods.model_outputs(outputs)
         mask, index = np.asarray(mask), np.asarray(index)
-        chunks.append(np.asarray(logits, np.float32)[:, mask])
+        logit_chunks.append(np.asarray(outputs.logits, np.float32)[:, mask])
+        if outputs.router is not None:
+            router_chunks.append(np.asarray(outputs.router, np.float32)[mask])
         positions.append(index[mask])
-    expert_logits = np.concatenate(chunks, axis=1)
     order = np.argsort(np.concatenate(positions), kind="stable")
-    return expert_logits[:, order], np.asarray(split.labels)
+    router = np.concatenate(router_chunks)[order] if router_chunks else None
+    return (methods.Outputs(np.concatenate(logit_chunks, axis=1)[:, order], router),
+            np.asarray(split.labels))
+
+
+def select(outputs: methods.Outputs, index) -> methods.Outputs:
+    """The samples `index` (an index array or boolean mask over N) of predicted outputs."""
+    return methods.Outputs(outputs.logits[:, index],
+                           None if outputs.router is None else outputs.router[index],
+                           None if outputs.teacher_logits is None
+                           else outputs.teacher_logits[index])
 
 
 def metric_report(expert_logits: np.ndarray, logits: np.ndarray, labels: np.ndarray,

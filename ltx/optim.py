@@ -148,12 +148,54 @@ def scale_by_lr_multipliers(rules) -> optax.GradientTransformation:
     return optax.GradientTransformation(init_fn, update_fn)
 
 
-def make_optimizer(optimizer_config, learning_rate: optax.Schedule
-                   ) -> optax.GradientTransformation:
+def scale_expert_learning_rates(scales) -> optax.GradientTransformation:
+    """Multiplies the update of expert k's branch parameters by scales[k].
+
+    Branch parameters live under 'experts' with a leading expert axis E (`ltx.models`), so the
+    multiplier broadcasts over that axis. Shared parameters keep their learning rate.
+    """
+    scales = tuple(float(x) for x in scales)
+
+    def update_fn(updates, state, params=None):
+        del params
+
+        def scale(path, u):
+            if not parameter_path(path).startswith("experts/"):
+                return u
+            if u.shape[0] != len(scales):
+                raise ValueError(f"{len(scales)} expert learning-rate scales for a parameter "
+                                 f"{parameter_path(path)} of shape {u.shape}; expected a leading "
+                                 f"expert axis of {len(scales)}")
+            factors = jnp.asarray(scales, u.dtype).reshape((-1,) + (1,) * (u.ndim - 1))
+            return u * factors
+
+        return jax.tree_util.tree_map_with_path(scale, updates), state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
+
+
+def trainable_mask(params, pattern: str):
+    """A pytree of bools like `params`: True where `re.search(pattern, path)`."""
+    mask = jax.tree_util.tree_map_with_path(
+        lambda path, _: bool(re.search(pattern, parameter_path(path))), params)
+    if not any(jax.tree.leaves(mask)):
+        names = [parameter_path(p) for p, _ in jax.tree_util.tree_leaves_with_path(params)]
+        raise ValueError(f"trainable pattern {pattern!r} matches no parameter; parameters look "
+                         f"like {names[:3]} ... {names[-2:]}")
+    return mask
+
+
+def make_optimizer(optimizer_config, learning_rate: optax.Schedule, *,
+                   trainable: str | None = None,
+                   expert_lr_scales=None) -> optax.GradientTransformation:
     """PyTorch-equivalent SGD (coupled weight decay, optional Nesterov) from `config.optimizer`.
 
     `optimizer.lr_multipliers`, a tuple of (regex, multiplier) pairs, gives parameter groups
     their own learning rate (e.g. SADE's Places-LT recipe: classifier x10 over the backbone).
+    The method's rules come on top: `expert_lr_scales` [E] scales each expert branch's learning
+    rate (ACE), and `trainable` (a regex over parameter paths, or `optimizer.trainable`) freezes
+    every other parameter: no update, no weight decay, no momentum (RIDE's router stage; the
+    class-balanced experts' frozen lower blocks).
     """
     cfg = optimizer_config
     if cfg.name != "sgd":
@@ -172,4 +214,21 @@ def make_optimizer(optimizer_config, learning_rate: optax.Schedule
                              "(regex, multiplier >= 0)")
     if rules:
         parts.append(scale_by_lr_multipliers(rules))
-    return optax.chain(*parts)
+    if expert_lr_scales is not None:
+        if any(float(x) < 0 for x in expert_lr_scales):
+            raise ValueError(f"expert learning-rate scales {tuple(expert_lr_scales)}; expected "
+                             ">= 0")
+        parts.append(scale_expert_learning_rates(expert_lr_scales))
+    tx = optax.chain(*parts)
+    configured = cfg.get("trainable", "")
+    if trainable and configured:
+        raise ValueError(f"optimizer.trainable={configured!r} but the method already freezes all "
+                         f"but {trainable!r}; set only one")
+    pattern = trainable or configured
+    if not pattern:
+        return tx
+    # Frozen parameters get neither updates nor optimizer state.
+    return optax.multi_transform(
+        {"train": tx, "freeze": optax.set_to_zero()},
+        lambda params: jax.tree.map(lambda t: "train" if t else "freeze",
+                                    trainable_mask(params, pattern)))

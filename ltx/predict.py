@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ltx import evaluate, trainer
+from ltx import evaluate, methods, trainer
 from ltx.data import augment, datasets
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm",
@@ -129,9 +129,11 @@ class Predictor:
         self.correct_prior = run.method.correct_prior
 
         def forward(params, batch_stats, images):
-            expert_logits = model.apply({"params": params, "batch_stats": batch_stats}, images,
-                                        train=False).astype(jnp.float32)
-            return expert_logits, aggregate(expert_logits)
+            outputs = methods.model_outputs(jax.tree.map(
+                lambda x: x.astype(jnp.float32),
+                model.apply({"params": params, "batch_stats": batch_stats}, images,
+                            train=False)))
+            return outputs.logits, aggregate(outputs, params)
 
         self._forward = jax.jit(forward)
 

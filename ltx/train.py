@@ -3,7 +3,8 @@
     python -m ltx.train --config=configs/digits_lt_balpoe.py --workdir=/tmp/ltx/digits_balpoe
     ltx-train --config=configs/cifar100_lt_balpoe.py:ir=50 --workdir=... --config.seed=2
 
-All logic lives in `ltx.trainer`; this file only parses flags.
+All logic lives in `ltx.stages` (multi-stage methods) and `ltx.trainer`; this file only parses
+flags.
 """
 
 import os
@@ -27,8 +28,8 @@ def main(argv):
     if config.distributed or os.environ.get("LTX_DISTRIBUTED") == "1":
         import jax
         jax.distributed.initialize()
-    from ltx import trainer  # After distributed init, which must precede any JAX computation.
-    trainer.train_and_evaluate(config, _WORKDIR.value)
+    from ltx import stages  # After distributed init, which must precede any JAX computation.
+    stages.train(config, _WORKDIR.value)
 
 
 def run(argv=None):

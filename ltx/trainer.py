@@ -17,6 +17,7 @@ point), `checkpoints/` (orbax, keep-N, resumed automatically) and, when finished
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -86,41 +87,80 @@ def create_train_state(rng: jax.Array, model, tx: optax.GradientTransformation,
     return jax.jit(init, out_shardings=NamedSharding(mesh, P()))(rng)
 
 
+@dataclasses.dataclass(frozen=True)
+class Teacher:
+    """A trained model whose ensemble prediction a distilling method learns from.
+
+    `logits(variables, images) -> [B, C]` runs it in inference mode (BatchNorm running
+    statistics) and aggregates its outputs with its own method; `variables` ({'params',
+    'batch_stats'}, replicated) are an argument of the train step, so they are not baked into
+    the compiled program as constants.
+    """
+
+    model: Any
+    method: methods.Method
+    variables: Any
+
+    def logits(self, variables, images) -> jax.Array:
+        outputs = methods.model_outputs(self.model.apply(variables, images, train=False))
+        return jax.lax.stop_gradient(self.method.aggregate(outputs, variables["params"]))
+
+    @classmethod
+    def from_run(cls, run: "Run", state: "TrainState") -> "Teacher":
+        return cls(model=run.model, method=run.method,
+                   variables={"params": state.params, "batch_stats": state.batch_stats})
+
+
 def make_train_step(model, method: methods.Method, tx: optax.GradientTransformation,
                     learning_rate: optax.Schedule, mesh: jax.sharding.Mesh, *,
-                    mixup_alpha: float = 0.0, steps_per_epoch: float = 1.0):
-    """The jitted train step `(state, batch, rng) -> (state, metrics)`.
+                    mixup_alpha: float = 0.0, mixup_epochs: float | None = None,
+                    steps_per_epoch: float = 1.0, teacher: Teacher | None = None):
+    """The jitted train step `(state, batch, rng, teacher_variables) -> (state, metrics)`.
 
     `batch` is {'image': float [B, H, W, C], 'label': int [B]} sharded on 'data'. `rng` is the
     run's base key; the step folds in its own step number, so a resumed run draws the same Mixup
-    coefficients as an uninterrupted one. Metrics are sums over the global batch with a count.
+    coefficients as an uninterrupted one. Mixup is on for epochs < `mixup_epochs` (None: all; ACE
+    ends with mixup-free epochs). `teacher_variables` are `teacher.variables` (None without a
+    teacher); the teacher sees the same (mixed) images as the student. Metrics are sums over the
+    global batch with a count.
     """
+    if method.needs_teacher and teacher is None:
+        raise ValueError(f"method {method.name!r} distils from a teacher, but none was given "
+                         "(set config.teacher.workdir, or run it as a stage after its teacher)")
 
-    def step_fn(state: TrainState, batch, rng):
+    def step_fn(state: TrainState, batch, rng, teacher_variables):
         rng = jax.random.fold_in(rng, state.step)
         # The 0-indexed epoch this step belongs to, as the references' per-epoch schedules see it.
         epoch = jnp.floor(state.step / steps_per_epoch).astype(jnp.int32)
         images, labels = batch["image"], batch["label"]
         if mixup_alpha > 0:
-            images, labels_a, labels_b, lam = mixup_lib.mixup(rng, images, labels,
-                                                              alpha=mixup_alpha)
+            mixed, labels_a, labels_b, lam = mixup_lib.mixup(rng, images, labels,
+                                                             alpha=mixup_alpha)
+            if mixup_epochs is not None:
+                # lam = 1 is the unmixed batch: one program for both phases.
+                on = epoch < mixup_epochs
+                mixed, lam = jnp.where(on, mixed, images), jnp.where(on, lam, 1.0)
+            images = mixed
+        teacher_logits = None if teacher is None else teacher.logits(teacher_variables, images)
 
         def loss_fn(params):
-            logits, updates = model.apply({"params": params, "batch_stats": state.batch_stats},
-                                          images, train=True, mutable=["batch_stats"])
+            raw, updates = model.apply({"params": params, "batch_stats": state.batch_stats},
+                                       images, train=True, mutable=["batch_stats"])
+            outputs = methods.model_outputs(raw, teacher_logits)
             if mixup_alpha > 0:
-                loss = mixup_lib.mixup_loss(lambda y: method.loss(logits, y, epoch), labels_a,
+                loss = mixup_lib.mixup_loss(lambda y: method.loss(outputs, y, epoch), labels_a,
                                             labels_b, lam)
             else:
-                loss = method.loss(logits, labels, epoch)
-            return loss, (logits, updates["batch_stats"])
+                loss = method.loss(outputs, labels, epoch)
+            # A frozen model (RIDE's router stage) writes no statistics.
+            return loss, (outputs, updates.get("batch_stats", state.batch_stats))
 
-        (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        (loss, (outputs, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             state.params)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         count = labels.shape[0]
-        correct = jnp.sum(jnp.argmax(method.aggregate(logits), -1) == labels)
+        correct = jnp.sum(jnp.argmax(method.aggregate(outputs), -1) == labels)
         metrics = {"loss_sum": loss * count, "correct": correct, "count": count,
                    "lr": learning_rate(state.step)}
         new_state = TrainState(step=state.step + 1, params=params, batch_stats=batch_stats,
@@ -128,20 +168,25 @@ def make_train_step(model, method: methods.Method, tx: optax.GradientTransformat
         return new_state, metrics
 
     replicated = NamedSharding(mesh, P())
-    return jax.jit(step_fn, in_shardings=(replicated, NamedSharding(mesh, P("data")), replicated),
+    return jax.jit(step_fn,
+                   in_shardings=(replicated, NamedSharding(mesh, P("data")), replicated,
+                                 replicated),
                    out_shardings=(replicated, replicated), donate_argnums=(0,))
 
 
 def make_eval_step(model, mesh: jax.sharding.Mesh):
-    """The jitted eval step `(state, batch) -> (expert_logits [E, B, C], mask, index)`.
+    """The jitted eval step `(state, batch) -> (outputs, mask, index)`.
 
-    Outputs are replicated so every host can read the whole batch back.
+    `outputs` is the model's return value in float32: expert logits [E, B, C], or a dict with
+    'logits' and 'router' [B, K] for routed models. Outputs are replicated so every host can read
+    the whole batch back.
     """
 
     def step_fn(state: TrainState, batch):
-        logits = model.apply({"params": state.params, "batch_stats": state.batch_stats},
-                             batch["image"], train=False)
-        return logits.astype(jnp.float32), batch["mask"], batch["index"]
+        outputs = model.apply({"params": state.params, "batch_stats": state.batch_stats},
+                              batch["image"], train=False)
+        return jax.tree.map(lambda x: x.astype(jnp.float32), outputs), batch["mask"], \
+            batch["index"]
 
     replicated = NamedSharding(mesh, P())
     return jax.jit(step_fn, in_shardings=(replicated, NamedSharding(mesh, P("data"))),
@@ -184,8 +229,10 @@ class Run:
     inspect them or call `evaluate()` on a restored state.
     """
 
-    def __init__(self, config: ml_collections.ConfigDict, workdir: str):
+    def __init__(self, config: ml_collections.ConfigDict, workdir: str, *,
+                 teacher: Teacher | None = None):
         validate_config(config)
+        self.teacher = teacher
         self.config = config
         self.workdir = workdir
         self.mesh = make_mesh()
@@ -194,17 +241,22 @@ class Run:
         self.dataset = datasets.build(config.data)
         self.method = methods.build(config.method, self.dataset.class_counts)
         self.model = models.build(config.model, num_classes=self.dataset.num_classes,
-                                  num_experts=self.method.num_experts)
+                                  num_experts=self.method.num_experts,
+                                  **self.method.model_overrides)
         self.steps_per_epoch = len(self.dataset.train) / config.batch_size
         self.total_steps = math.ceil(config.num_epochs * self.steps_per_epoch)
         self.learning_rate = optim.learning_rate_schedule(
             config.schedule, base_lr=optim.base_learning_rate(config.optimizer, config.batch_size),
             num_epochs=config.num_epochs,
             steps_per_epoch=self.steps_per_epoch)
-        self.tx = optim.make_optimizer(config.optimizer, self.learning_rate)
-        self.train_step = make_train_step(self.model, self.method, self.tx, self.learning_rate,
-                                          self.mesh, mixup_alpha=config.mixup_alpha,
-                                          steps_per_epoch=self.steps_per_epoch)
+        self.tx = optim.make_optimizer(config.optimizer, self.learning_rate,
+                                       trainable=self.method.trainable,
+                                       expert_lr_scales=self.method.expert_lr_scales)
+        mixup_epochs = config.get("mixup_epochs", -1)
+        self.train_step = make_train_step(
+            self.model, self.method, self.tx, self.learning_rate, self.mesh,
+            mixup_alpha=config.mixup_alpha, mixup_epochs=None if mixup_epochs < 0 else mixup_epochs,
+            steps_per_epoch=self.steps_per_epoch, teacher=teacher)
         self.eval_step = make_eval_step(self.model, self.mesh)
         # Initialisers draw from the 'rbg' PRNG: XLA:CPU needs minutes to compile threefry for
         # the hundreds of initialisers of a multi-expert ResNet, seconds for rbg. Its bits come
@@ -243,10 +295,13 @@ class Run:
         return pipeline.train_dataset(
             self.dataset.train, global_batch_size=cfg.batch_size, seed=cfg.seed,
             mean=self.dataset.mean, std=self.dataset.std,
-            transform=pipeline.make_transform(cfg.data.augment), sharding=self.sharding)
+            transform=pipeline.make_transform(cfg.data.augment), sharding=self.sharding,
+            sampler=cfg.data.get("sampler", "shuffle"))
 
-    def predict(self, state: TrainState, split_name="test") -> tuple[np.ndarray, np.ndarray]:
-        """(expert logits float32 [E, N, C], labels [N]) of `state` on 'test', 'val' or a Split."""
+    def predict(self, state: TrainState, split_name="test"
+                ) -> tuple[methods.Outputs, np.ndarray]:
+        """(outputs, labels [N]) of `state` on 'test', 'val' or a Split: `methods.Outputs` of
+        host arrays, expert logits float32 [E, N, C] and, for routed models, router [N, K]."""
         split = split_name
         if isinstance(split_name, str):
             split = getattr(self.dataset, split_name)
@@ -257,18 +312,27 @@ class Run:
             mean=self.dataset.mean, std=self.dataset.std, to_global=self.to_global,
             sharding=self.sharding, transform=self.dataset.eval_transform)
 
+    def aggregate(self, state: TrainState, outputs: methods.Outputs) -> np.ndarray:
+        """The ensemble's logits [N, C] of predicted `outputs` (`predict`), float32."""
+        outputs = jax.tree.map(jnp.asarray, outputs)
+        return np.asarray(self.method.aggregate(outputs, jax.device_get(state.params)),
+                          np.float32)
+
     def evaluate(self, state: TrainState, split_name: str = "test") -> dict[str, float]:
         """The metric report of `state` on 'test' or 'val' (see `evaluation.metric_report`)."""
-        expert_logits, labels = self.predict(state, split_name)
-        logits = np.asarray(self.method.aggregate(jnp.asarray(expert_logits)))
+        outputs, labels = self.predict(state, split_name)
+        logits = self.aggregate(state, outputs)
         if self.config.eval.posthoc_test_prior:
             # BalPoE's oracle correction: the test loader's empirical class frequencies.
             test_prior = np.bincount(labels, minlength=self.dataset.num_classes) / len(labels)
             logits = np.asarray(self.method.correct_prior(jnp.asarray(logits), test_prior))
-        return evaluation.metric_report(
-            expert_logits, logits, labels, self.dataset.class_counts,
+        report = evaluation.metric_report(
+            outputs.logits, logits, labels, self.dataset.class_counts,
             shot_convention=self.config.eval.shot_convention,
             num_bins=self.config.eval.num_bins)
+        if self.method.routing_report is not None:
+            report.update(self.method.routing_report(self, state, outputs, labels))
+        return report
 
     def restore(self, step: int | None = None) -> TrainState:
         """Loads the checkpoint at `step` (default: the latest) of the workdir into `self.state`.
@@ -278,7 +342,8 @@ class Run:
         """
         if not os.path.isdir(os.path.join(self.workdir, "checkpoints")):
             raise FileNotFoundError(f"no checkpoints/ directory in {self.workdir}")
-        fingerprint = checkpointing.config_fingerprint(self.config, self.method.num_experts)
+        fingerprint = checkpointing.config_fingerprint(self.config, self.method.num_experts,
+                                                    self.method.model_overrides)
         checkpointer = checkpointing.Checkpointer(self.workdir, async_save=False)
         try:
             self.state, _, _ = checkpointer.restore(self.initial_state(pretrained=False),
@@ -294,7 +359,8 @@ class Run:
         cfg, is_main = self.config, jax.process_index() == 0
         os.makedirs(self.workdir, exist_ok=True)
         num_experts = self.method.num_experts
-        fingerprint = checkpointing.config_fingerprint(cfg, num_experts)
+        fingerprint = checkpointing.config_fingerprint(cfg, num_experts,
+                                                    self.method.model_overrides)
         checkpointer = checkpointing.Checkpointer(self.workdir,
                                                   max_to_keep=cfg.checkpoint.max_to_keep,
                                                   async_save=cfg.checkpoint.async_save)
@@ -320,11 +386,12 @@ class Run:
         progress.start(start_step)
         pending, start_time = [], time.perf_counter()
         eval_split = "val" if self.dataset.val is not None else "test"
+        teacher_variables = None if self.teacher is None else self.teacher.variables
         meta = {"fingerprint": fingerprint, "seed": cfg.seed}
 
         for step in range(start_step, self.total_steps):
             batch = self.to_global(next(iterator))
-            state, step_metrics = self.train_step(state, batch, self.step_rng)
+            state, step_metrics = self.train_step(state, batch, self.step_rng, teacher_variables)
             pending.append(step_metrics)
             last = step + 1 == self.total_steps
             if (step + 1) % cfg.log_every_steps == 0 or last:

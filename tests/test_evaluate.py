@@ -105,7 +105,8 @@ def test_subsets_are_seeded_and_class_pure():
 
 
 def test_corrected_accuracy_equals_adding_log_prior_by_hand(run, report):
-    expert_logits, labels = run.predict(run.state, "test")
+    outputs, labels = run.predict(run.state, "test")
+    expert_logits = outputs.logits
     logits = expert_logits.mean(0)
     idx = evaluate.shifted_test_sets(labels, 10)["backward-10"]
     sub_logits, sub_labels = logits[idx], labels[idx]

@@ -65,7 +65,8 @@ def test_train_step_on_four_devices_equals_one_device():
         data_sharding = NamedSharding(mesh, P("data"))
         losses = []
         for batch in batches:
-            state, metrics = step(state, jax.device_put(batch, data_sharding), jax.random.key(1))
+            state, metrics = step(state, jax.device_put(batch, data_sharding), jax.random.key(1),
+                                  None)
             losses.append(float(metrics["loss_sum"]))
         assert len(state.params["stem"]["conv"]["kernel"].sharding.device_set) == len(devices)
         results.append((jax.device_get(state), losses))
@@ -95,13 +96,13 @@ def test_resume_after_a_stop_gives_the_uninterrupted_state(tmp_path):
     interrupted = trainer.Run(config, str(tmp_path / "resumed"))
     step_fn, calls = interrupted.train_step, []
 
-    def stop_after_12(state, batch, rng):
+    def stop_after_12(state, batch, rng, teacher_variables):
         # 544 images / 64 = 8.5 steps per epoch: the epoch-1 checkpoint is at step 9, mid-way
         # through the second pass over the data, so the iterator position must be restored.
         if len(calls) == 12:
             raise _Interrupt()
         calls.append(1)
-        return step_fn(state, batch, rng)
+        return step_fn(state, batch, rng, teacher_variables)
 
     interrupted.train_step = stop_after_12
     with pytest.raises(_Interrupt):

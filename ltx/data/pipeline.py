@@ -57,6 +57,7 @@ def train_dataset(
     std,
     transform: Transform | None = None,
     sharding: Sharding = Sharding(),
+    sampler: str = "shuffle",
 ) -> grain.MapDataset:
     """An endless random-access dataset of local training batches.
 
@@ -68,6 +69,10 @@ def train_dataset(
       transform: `fn(uint8 [h, w, C], rng) -> uint8 [H, W, C]` augmentation, or None; its
         outputs (or the records, without one) must share one shape to batch.
       sharding: this process's slice.
+      sampler: 'shuffle' (every epoch a permutation of the split) or 'class_balanced' (RIDE's
+        `BalancedSampler` for the router stage: each draw picks a class uniformly, then an image
+        of that class uniformly; the official sampler walks a shuffled per-class bucket instead,
+        i.e. draws without replacement within a class).
 
     Returns:
       A MapDataset whose element k is the process's k-th batch:
@@ -75,7 +80,13 @@ def train_dataset(
     """
     local = sharding.local_batch_size(global_batch_size)
     source = split.source
-    ds = grain.MapDataset.source(split.indices).seed(seed).shuffle().repeat(None)
+    if sampler == "shuffle":
+        ds = grain.MapDataset.source(split.indices).seed(seed).shuffle().repeat(None)
+    elif sampler == "class_balanced":
+        ds = grain.MapDataset.source(split.indices).seed(seed).repeat(None).random_map(
+            _class_balanced_draw(split))
+    else:
+        raise ValueError(f"data.sampler={sampler!r}; expected 'shuffle' or 'class_balanced'")
     ds = ds.map(lambda i: source[int(i)])
     if transform is not None:
         ds = ds.random_map(lambda r, rng: {"image": transform(r["image"], rng),
@@ -83,6 +94,20 @@ def train_dataset(
     ds = ds.map(_normalizer(mean, std))
     ds = ds[sharding.process_index::sharding.process_count]
     return ds.batch(local, drop_remainder=True)
+
+
+def _class_balanced_draw(split: splits.Split):
+    """`fn(_, rng) -> source index`: a uniformly drawn class present in `split`, then one of its
+    images uniformly."""
+    labels = np.asarray(split.labels)
+    classes = np.unique(labels)
+    buckets = [np.asarray(split.indices)[labels == c] for c in classes]
+
+    def draw(_, rng: np.random.Generator):
+        bucket = buckets[rng.integers(len(buckets))]
+        return bucket[rng.integers(bucket.size)]
+
+    return draw
 
 
 def train_iterator(dataset: grain.MapDataset, *, num_workers: int = 0,

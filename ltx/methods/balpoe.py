@@ -22,12 +22,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ltx import losses
+from ltx import fusion, losses
 
 
-def aggregate(expert_logits: jax.Array) -> jax.Array:
-    """[E, B, C] -> [B, C]: the product of experts is the mean of their logits."""
-    return jnp.mean(expert_logits, axis=0)
+def aggregate(outputs, params=None) -> jax.Array:
+    """Outputs with logits [E, B, C] -> [B, C]: the product of experts, the mean of the logits."""
+    del params
+    return fusion.logit_mean(outputs.logits)
 
 
 def prior_correction(logits: jax.Array, target_prior, *, train_prior=None,
@@ -62,9 +63,9 @@ def build(method_config, class_counts) -> dict:
         raise ValueError("config.method.lambdas is empty; expected one lambda per expert")
     counts = jnp.asarray(class_counts)
 
-    def loss(expert_logits, labels, epoch):
+    def loss(outputs, labels, epoch):
         del epoch  # gLA has no schedule.
-        return losses.gla_loss(expert_logits, labels, class_counts=counts, lambdas=lambdas)
+        return losses.gla_loss(outputs.logits, labels, class_counts=counts, lambdas=lambdas)
 
     return dict(
         num_experts=len(lambdas),

@@ -57,8 +57,8 @@ def build_ldam_drw(method_config, class_counts) -> dict:
     counts = np.asarray(class_counts)
     weights = _drw_weights(counts, cfg.drw_epoch, cfg.beta)
 
-    def loss(expert_logits, labels, epoch):
-        return losses.ldam_loss(expert_logits[0], labels, class_counts=counts,
+    def loss(outputs, labels, epoch):
+        return losses.ldam_loss(outputs.logits[0], labels, class_counts=counts,
                                 max_margin=cfg.max_margin, scale=cfg.scale,
                                 class_weights=weights(epoch))
 
@@ -72,8 +72,8 @@ def build_focal(method_config, class_counts) -> dict:
     counts = np.asarray(class_counts)
     weights = _drw_weights(counts, cfg.drw_epoch, cfg.beta)
 
-    def loss(expert_logits, labels, epoch):
-        return losses.focal_loss(expert_logits[0], labels, gamma=cfg.gamma,
+    def loss(outputs, labels, epoch):
+        return losses.focal_loss(outputs.logits[0], labels, gamma=cfg.gamma,
                                  class_weights=weights(epoch))
 
     return _single_model(loss, counts, mean_lambda=1.0)

@@ -22,9 +22,9 @@ def build(method_config, class_counts) -> dict:
     counts = np.asarray(class_counts)
     tau = float(method_config.tau)
 
-    def loss(expert_logits, labels, epoch):
+    def loss(outputs, labels, epoch):
         del epoch
-        return losses.sade_loss(expert_logits, labels, class_counts=counts, tau=tau)
+        return losses.sade_loss(outputs.logits, labels, class_counts=counts, tau=tau)
 
     return dict(
         num_experts=3,

@@ -40,7 +40,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ltx.models import resnet_imagenet
+from ltx.models import resnet_imagenet, routers
 from ltx.models.heads import HEAD_KINDS, make_head
 from ltx.models.resnet_cifar import ResNetStage, Stem
 
@@ -106,12 +106,20 @@ class MultiExpertNet(nn.Module):
       stop_gradient_experts: experts whose input is `stop_gradient` of the shared features, so
         their loss does not train the trunk (ACE: only the all-class expert updates it). Needs a
         shared trunk (num_shared_stages >= 1).
+      router: 'none', 'cascade' (RIDE's expert assignment) or 'instance' (ALA + MoE), see
+        `ltx.models.routers`; its parameters live under 'router'.
+      router_hidden, router_top_k: the cascade router's hidden units and top-k logits.
+      frozen_backbone: run the trunk and the experts in inference mode (BatchNorm running
+        statistics, which then stay as they are) and stop their gradients, so that only the
+        router learns (RIDE's stage 2).
       dtype: computation dtype of the convolutions and BatchNorm; params, logits and features are
         float32.
 
     `__call__(x, *, train, return_features=False)`: x [B, H, W, C_in] -> logits [E, B, C] float32,
-    or (logits, features [E, B, F]) with `return_features`. The ensemble prediction is the mean over
-    axis 0, left to the caller. In train mode call `apply` with `mutable=['batch_stats']`.
+    or, with a router, {'logits': [E, B, C], 'router': [B, K]} (K = E - 1 for 'cascade', E for
+    'instance'); with `return_features` also features [E, B, F], as `(outputs, features)`. How
+    the experts combine is left to the method. In train mode call `apply` with
+    `mutable=['batch_stats']`.
     """
 
     num_classes: int
@@ -122,6 +130,10 @@ class MultiExpertNet(nn.Module):
     expert_strategy: str = "vmap"
     scan_unroll: int = 0
     stop_gradient_experts: tuple = ()
+    router: str = "none"
+    router_hidden: int = 16
+    router_top_k: int = 30
+    frozen_backbone: bool = False
     dtype: Any = jnp.float32
 
     _linear_init = "kaiming"
@@ -164,6 +176,14 @@ class MultiExpertNet(nn.Module):
                 raise ValueError(
                     f"stop_gradient_experts index {i!r} is out of range; expected expert indices "
                     f"0..{self.num_experts - 1} for num_experts={self.num_experts}")
+        if self.router not in routers.ROUTER_KINDS:
+            raise ValueError(f"unknown router {self.router!r}; expected one of "
+                             f"{routers.ROUTER_KINDS}")
+        if self.router == "cascade" and self.num_experts < 2:
+            raise ValueError(f"router='cascade' needs num_experts >= 2, got {self.num_experts}")
+        if self.router == "instance" and self.num_shared_stages == 0:
+            raise ValueError("router='instance' reads the shared trunk's features, but "
+                             "num_shared_stages=0 has no shared trunk")
         if self.stop_gradient_experts and self.num_shared_stages == 0:
             raise ValueError(
                 f"stop_gradient_experts={tuple(self.stop_gradient_experts)!r} needs a shared "
@@ -197,23 +217,35 @@ class MultiExpertNet(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool, return_features: bool = False):
-        """x [B, H, W, C_in] -> logits [E, B, C], or (logits, features [E, B, F])."""
+        """x [B, H, W, C_in] -> logits [E, B, C] or {'logits', 'router'} (see the class)."""
+        backbone_train = train and not self.frozen_backbone
         if self.num_shared_stages >= 1:
-            x = self._stem()(name="stem")(x, train=train)
+            x = self._stem()(name="stem")(x, train=backbone_train)
             for i in range(self.num_shared_stages):
-                x = self._stage(i)(name=f"stage{i}")(x, train=train)
+                x = self._stage(i)(name=f"stage{i}")(x, train=backbone_train)
         else:
             x = jnp.asarray(x, self.dtype)
+        shared = x
 
         stacked = bool(self.stop_gradient_experts)
         if stacked:
             stop = set(self.stop_gradient_experts)
             x = jnp.stack([jax.lax.stop_gradient(x) if e in stop else x
                            for e in range(self.num_experts)])
-        _, (logits, features) = self._branch(train, stacked)(None, x)
+        _, (logits, features) = self._branch(backbone_train, stacked)(None, x)
+        if self.frozen_backbone:
+            shared, logits, features = jax.lax.stop_gradient((shared, logits, features))
+        outputs = logits
+        if self.router == "cascade":
+            outputs = {"logits": logits, "router": routers.CascadeRouter(
+                hidden=self.router_hidden, top_k=self.router_top_k, name="router")(
+                    logits, features)}
+        elif self.router == "instance":
+            outputs = {"logits": logits, "router": routers.InstanceRouter(
+                self.num_experts, name="router")(shared)}
         if return_features:
-            return logits, features
-        return logits
+            return outputs, features
+        return outputs
 
 
 class MultiExpertResNet(MultiExpertNet):
