@@ -100,10 +100,11 @@ def _finished_run(config, workdir: str, teacher=None) -> trainer.Run:
     return run
 
 
-def _standalone_teacher(config) -> trainer.Teacher | None:
+def _standalone_teacher(config) -> trainer.Teacher:
     path = config.get("teacher", {}).get("workdir", "")
     if not path:
-        return None
+        raise ValueError(f"method {config.method.name!r} distils from a teacher: set "
+                         "config.teacher.workdir to a finished run, or add a teacher stage")
     from ltx import evaluate  # evaluate imports trainer; only needed here.
     run = evaluate.restore_run(path, None, None)
     return trainer.Teacher.from_run(run, run.state)
@@ -113,7 +114,10 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     """Trains every stage of `config` in order (one run without stages); returns final metrics."""
     stages = stage_configs(config)
     if not stages:
-        return trainer.Run(config, workdir, teacher=_standalone_teacher(config)).train()
+        run = trainer.Run(config, workdir)
+        if run.method.needs_teacher:
+            run = trainer.Run(config, workdir, teacher=_standalone_teacher(config))
+        return run.train()
     is_main = jax.process_index() == 0
     os.makedirs(workdir, exist_ok=True)
     if is_main:
@@ -143,8 +147,13 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                 print(f"already finished: {final.get('top1_all', float('nan')):.2f} top-1",
                       flush=True)
         else:
-            runs[name] = trainer.Run(stage_config, stage_dir, teacher=teacher)
-            final = runs[name].train()
+            run = trainer.Run(stage_config, stage_dir, teacher=teacher)
+            if run.method.needs_teacher and teacher is None:
+                # A distilling stage without a teacher stage: the finished run in teacher.workdir.
+                run = trainer.Run(stage_config, stage_dir,
+                                  teacher=_standalone_teacher(stage_config))
+            runs[name] = run
+            final = run.train()
         summaries[name] = {k: final[k] for k in ("top1_all", "top1_many", "top1_medium",
                                                   "top1_few", "ece", "train_seconds")
                            if k in final}

@@ -57,4 +57,4 @@ def test_method_tour_runs_every_digits_config(tmp_path):
                        for o in outputs(nb, "display_data"))
     for name in configs:
         assert f"| {name} |" in markdown, name
-        assert os.path.isfile(tmp_path / name / "eval" / "report.json")
+        assert os.path.isfile(tmp_path / name / "final_metrics.json")
