@@ -1,10 +1,14 @@
-"""CE, logit adjustment, BalPoE and BalPoE+Mixup on digits-LT over several seeds.
+"""Every method and baseline on digits-LT over several seeds.
 
-Trains each default digits-LT config once per seed (each run in its own workdir under --workdir,
-skipped when its final_metrics.json is already there) and prints, per method, the mean ± std over
-seeds of test top-1 all/many/medium/few, NLL, ECE and MCE, and the mean training wall time.
+Trains each default digits-LT config (all its stages, `ltx.stages`) once per seed, each in its own
+workdir under --workdir (skipped when its final_metrics.json is already there), and prints per
+method the mean ± std over seeds of test top-1 all/many/medium/few, NLL, ECE and MCE, the mean
+wall time of the whole pipeline (all stages, compilation and evaluation included), and the
+inference cost of the final predictor: parameters and GFLOPs per image (`ltx.stats`; RIDE: the
+router cascade's measured average, the class-balanced experts: the three experts together).
 
     python experiments/digits_lt_compare.py --workdir=runs/compare --seeds 1 2 3
+    python experiments/digits_lt_compare.py --methods RIDE ACE --seeds 1
 """
 
 from __future__ import annotations
@@ -16,30 +20,62 @@ import time
 
 import numpy as np
 
-from ltx import config_lib, trainer
+from ltx import config_lib, stages, stats, trainer
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "configs")
 # (row name, config file, config argument)
 METHODS = (
     ("CE", "digits_lt_ce", ""),
     ("LA", "digits_lt_la", ""),
+    ("focal", "digits_lt_focal", ""),
+    ("LDAM-DRW", "digits_lt_ldam_drw", ""),
     ("BalPoE", "digits_lt_balpoe", ""),
     ("BalPoE+Mixup", "digits_lt_balpoe", "mixup=0.4"),
+    ("SADE", "digits_lt_sade", ""),
+    ("RIDE", "digits_lt_ride", ""),
+    ("ACE", "digits_lt_ace", ""),
+    ("ALA+MoE", "digits_lt_ala_moe", ""),
+    ("CBE", "digits_lt_cbe", ""),
 )
 COLUMNS = ("top1_all", "top1_many", "top1_medium", "top1_few", "nll", "ece", "mce")
 
 
+def inference_cost(config, final: dict) -> tuple[float, float]:
+    """(parameters, GFLOPs per image) of the predictor a config ends with."""
+    staged = stages.stage_configs(config) or [("", config, {})]
+    if config.get("finish") == "cbe_fusion":  # Every expert runs; the baseline does not.
+        finals = [c for name, c, _ in staged if name != "baseline"]
+    else:
+        finals = [staged[-1][1]]
+    params = gflops = 0.0
+    for stage_config in finals:
+        run = trainer.Run(stage_config, "/nonexistent")  # Builds, compiles nothing.
+        cost = stats.model_stats(run.model, run.dataset.image_shape)
+        params += cost["params"]
+        gflops += cost["gflops"]
+    if "gflops_per_image" in final:  # RIDE's cascade: the measured average.
+        gflops = final["gflops_per_image"]
+    return params, gflops
+
+
 def run_one(workdir: str, config_name: str, arg: str, seed: int) -> dict:
     path = os.path.join(workdir, "final_metrics.json")
+    config = config_lib.load_config_file(os.path.join(CONFIG_DIR, f"{config_name}.py"),
+                                         arg or None)
+    config.seed = seed
     if not os.path.exists(path):
-        config = config_lib.load_config_file(os.path.join(CONFIG_DIR, f"{config_name}.py"),
-                                           arg or None)
-        config.seed = seed
         start = time.perf_counter()
-        trainer.Run(config, workdir).train()
+        stages.train(config, workdir)
+        with open(os.path.join(workdir, "wall_seconds.json"), "w") as f:
+            json.dump({"wall_seconds": time.perf_counter() - start}, f)
         print(f"  {workdir}: {time.perf_counter() - start:.1f}s", flush=True)
     with open(path) as f:
-        return json.load(f)
+        final = json.load(f)
+    wall = os.path.join(workdir, "wall_seconds.json")
+    final["wall_seconds"] = (json.load(open(wall))["wall_seconds"] if os.path.exists(wall)
+                             else float("nan"))
+    final["params"], final["gflops"] = inference_cost(config, final)
+    return final
 
 
 def main(argv=None):
@@ -58,7 +94,8 @@ def main(argv=None):
         results[name] = [run_one(os.path.join(args.workdir, f"{slug}_seed{seed}"), config_name,
                                  arg, seed) for seed in args.seeds]
 
-    header = f"{'method':<14}" + "".join(f"{c:>15}" for c in COLUMNS) + f"{'train_s':>10}"
+    header = (f"{'method':<14}" + "".join(f"{c:>15}" for c in COLUMNS)
+              + f"{'wall_s':>10}{'params_M':>10}{'GFLOPs':>10}")
     print(f"\ndigits-LT test split, mean ± std over seeds {args.seeds}")
     print(header)
     print("-" * len(header))
@@ -67,8 +104,11 @@ def main(argv=None):
         for column in COLUMNS:
             values = np.array([r[column] for r in runs], np.float64)
             cells.append(f"{values.mean():8.2f} ±{values.std(ddof=0):5.2f}")
-        wall = np.mean([r["train_seconds"] for r in runs])
-        print(f"{name:<14}" + "".join(f"{c:>15}" for c in cells) + f"{wall:>10.1f}")
+        wall = np.mean([r["wall_seconds"] for r in runs])
+        params = np.mean([r["params"] for r in runs]) / 1e6
+        gflops = np.mean([r["gflops"] for r in runs])
+        print(f"{name:<14}" + "".join(f"{c:>15}" for c in cells)
+              + f"{wall:>10.1f}{params:>10.3f}{gflops:>10.4f}")
 
 
 if __name__ == "__main__":
