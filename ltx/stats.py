@@ -137,13 +137,25 @@ def num_experts_of(method_config) -> int:
 
 
 def config_stats(config, *, xla: bool = False) -> dict[str, Any]:
-    """`model_stats` of the model `config` describes, for its dataset's image shape."""
-    from ltx import models
+    """`model_stats` of the model `config` describes, for its dataset's image shape.
+
+    For a multi-stage config (`ltx.stages`) this is the model of the last stage. The method's
+    model additions (a router, ...) are included; they are built from uniform class counts, since
+    no data is read.
+    """
+    import numpy as np
+
+    from ltx import methods, models, stages
     from ltx.data import datasets
 
+    staged = stages.stage_configs(config)
+    if staged:
+        config = staged[-1][1]
     num_classes, image_shape = datasets.spec(config.data.name)
     num_experts = num_experts_of(config.method)
-    model = models.build(config.model, num_classes=num_classes, num_experts=num_experts)
+    method = methods.build(config.method, np.full(num_classes, 100))
+    model = models.build(config.model, num_classes=num_classes, num_experts=num_experts,
+                         **method.model_overrides)
     return {"model": config.model.name, "num_experts": num_experts,
             "num_shared_stages": model.num_shared_stages, "num_classes": num_classes,
             "image_shape": list(image_shape), **model_stats(model, image_shape, xla=xla)}
