@@ -191,3 +191,31 @@ def test_cli_runs_a_config_with_overrides(tmp_path):
          "--config.batch_size=0"], capture_output=True, text=True, timeout=600)
     assert result.returncode != 0
     assert "batch_size=0" in result.stderr
+
+
+def test_mixup_stops_at_mixup_epochs():
+    """ACE's last epochs are mixup-free: past `mixup_epochs` the step equals the unmixed one."""
+    config = tiny_config()
+    dataset = digits.digits_lt(10.0)
+    method = methods.build(config.method, dataset.class_counts)
+    model = models.build(config.model, num_classes=10, num_experts=method.num_experts)
+    lr = optim.learning_rate_schedule(config.schedule, base_lr=0.1, num_epochs=4,
+                                      steps_per_epoch=1)
+    tx = optim.make_optimizer(config.optimizer, lr)
+    mesh = trainer.make_mesh(jax.devices()[:1])
+    rng = np.random.default_rng(0)
+    batch = {"image": rng.normal(size=(16, 8, 8, 1)).astype(np.float32),
+             "label": rng.integers(0, 10, 16).astype(np.int32)}
+    losses = {}
+    for name, kwargs in {"until2": dict(mixup_alpha=0.4, mixup_epochs=2),
+                         "always": dict(mixup_alpha=0.4), "never": {}}.items():
+        step = trainer.make_train_step(model, method, tx, lr, mesh, steps_per_epoch=1, **kwargs)
+        for at in (1, 2):
+            state = trainer.create_train_state(jax.random.key(0, impl="rbg"), model, tx,
+                                               (8, 8, 1), mesh)
+            state = state.replace(step=jax.numpy.asarray(at, jax.numpy.int32))
+            _, metrics = step(state, batch, jax.random.key(1), None)
+            losses[name, at] = float(metrics["loss_sum"])
+    assert losses["until2", 1] == pytest.approx(losses["always", 1], rel=1e-6)
+    assert losses["until2", 2] == pytest.approx(losses["never", 2], rel=1e-6)
+    assert abs(losses["always", 2] - losses["never", 2]) > 1e-3
