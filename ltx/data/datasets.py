@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ltx.data import cifar, digits, image_lists, splits
+from ltx.data import cifar, class_subsets, digits, image_lists, splits
 
 NAMES = ("digits_lt", "cifar10_lt", "cifar100_lt", "imagenet_lt", "inaturalist2018",
          "places_lt")
@@ -27,25 +27,30 @@ def spec(name: str) -> tuple[int, tuple[int, int, int]]:
 
 
 def build(data_config) -> splits.Dataset:
-    """Builds the dataset described by `config.data` (fields as in the configs/ files)."""
+    """Builds the dataset described by `config.data` (fields as in the configs/ files).
+
+    A class-balanced expert's config (`data.expert_classes` / `data.expert_group`) gets that
+    expert's view of the dataset (`ltx.data.class_subsets`)."""
     name = data_config.name
     if name == "digits_lt":
-        return digits.digits_lt(data_config.imbalance_ratio, profile=data_config.profile,
-                                subset_seed=data_config.subset_seed)
-    if name in ("cifar10_lt", "cifar100_lt"):
-        return cifar.cifar_lt(name, data_dir=data_config.data_dir,
-                              imbalance_ratio=data_config.imbalance_ratio,
-                              profile=data_config.profile, subset_seed=data_config.subset_seed)
-    if name in image_lists.DEFAULT_LISTS:
+        dataset = digits.digits_lt(data_config.imbalance_ratio, profile=data_config.profile,
+                                   subset_seed=data_config.subset_seed)
+    elif name in ("cifar10_lt", "cifar100_lt"):
+        dataset = cifar.cifar_lt(name, data_dir=data_config.data_dir,
+                                 imbalance_ratio=data_config.imbalance_ratio,
+                                 profile=data_config.profile, subset_seed=data_config.subset_seed)
+    elif name in image_lists.DEFAULT_LISTS:
         aug = data_config.augment
         if aug.get("kind", "cifar") != "imagenet":
             raise ValueError(f"{name} has images of every size; it needs "
                              "config.data.augment.kind='imagenet' (random resized crops), got "
                              f"{aug.get('kind', 'cifar')!r}")
-        return image_lists.image_list_dataset(
+        dataset = image_lists.image_list_dataset(
             name, num_classes=spec(name)[0], root=data_config.root,
             list_dir=data_config.list_dir, train_list=data_config.train_list,
             val_list=data_config.val_list, test_list=data_config.test_list,
             crop_size=aug.crop_size, eval_resize=aug.eval_resize,
             check_files=data_config.check_files)
-    raise ValueError(f"config.data.name={name!r}; expected one of {NAMES}")
+    else:
+        raise ValueError(f"config.data.name={name!r}; expected one of {NAMES}")
+    return class_subsets.apply(data_config, dataset)
