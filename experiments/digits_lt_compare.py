@@ -20,7 +20,8 @@ import time
 
 import numpy as np
 
-from ltx import config_lib, stages, stats, trainer
+from ltx import config_lib, methods, models, stages, stats
+from ltx.data import datasets
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "configs")
 # (row name, config file, config argument)
@@ -49,8 +50,11 @@ def inference_cost(config, final: dict) -> tuple[float, float]:
         finals = [staged[-1][1]]
     params = gflops = 0.0
     for stage_config in finals:
-        run = trainer.Run(stage_config, "/nonexistent")  # Builds, compiles nothing.
-        cost = stats.model_stats(run.model, run.dataset.image_shape)
+        dataset = datasets.build(stage_config.data)
+        method = methods.build(stage_config.method, dataset.class_counts)
+        model = models.build(stage_config.model, num_classes=dataset.num_classes,
+                             num_experts=method.num_experts, **method.model_overrides)
+        cost = stats.model_stats(model, dataset.image_shape)
         params += cost["params"]
         gflops += cost["gflops"]
     if "gflops_per_image" in final:  # RIDE's cascade: the measured average.
