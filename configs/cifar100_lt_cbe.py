@@ -38,13 +38,7 @@ def get_config(arg=None):
     c.num_epochs = args["epochs"]
     c.schedule.decay_epochs = tuple(e for e in (int(0.8 * c.num_epochs),
                                                 int(0.9 * c.num_epochs)) if e > 0)
-    c.method = cbe.method_config()
-    if not args["reject"]:
-        c.method.fusion = "soft_voting"
-    c.model.head = "linear"
-    c.optimizer.nesterov = False
-    c.eval.shot_convention = "cbe"
-    cbe.add_data_fields(c, open_ratio=args["open_ratio"])
+    cbe.configure(c, reject=bool(args["reject"]), open_ratio=args["open_ratio"])
     ratio = args["open_ratio"]
     step = {"schedule": {"warmup_epochs": 0, "decay_factor": 0.1,
                          "decay_epochs": tuple(e for e in (10, 20) if e <= expert_epochs)},

@@ -18,7 +18,8 @@ Reported (recalled from the RIDE paper, Table 1, not re-checked): 48.0 top-1 at 
 3 experts and the router, 49.1 with 4 experts; about 0.6 GFLOPs relative to the 3-expert
 ResNet-32's full ensemble once the router skips experts.
 
-Arguments: ir (imbalance ratio), experts (3 or 4), distill (0/1).
+Arguments: ir (imbalance ratio), experts (3 or 4), distill (0 none, 1 with the teacher stage,
+2 from `--config.teacher.workdir`).
 """
 
 from ltx import config_lib
@@ -32,5 +33,5 @@ def get_config(arg=None):
     c.method = config_lib.ride_method(num_experts=args["experts"], diversity_factor=-0.45,
                                       reweight_epoch=160, reweight_factor=0.05, router_top_k=30)
     c.schedule.decay_factor = 0.01
-    return config_lib.ride_stages(c, distill=bool(args["distill"]), router_batch_size=512,
+    return config_lib.ride_stages(c, distill=args["distill"], router_batch_size=512,
                                   distill_warmup_epochs=20)

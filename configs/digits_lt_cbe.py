@@ -41,13 +41,7 @@ def get_config(arg=None):
     expert_epochs = args["expert_epochs"]
     c = config_lib.digits_lt_config(lambdas=(1.0,), imbalance_ratio=args["ir"],
                                     num_epochs=args["epochs"])
-    c.method = cbe.method_config()
-    if not args["reject"]:
-        c.method.fusion = "soft_voting"
-    c.model.head = "linear"
-    c.optimizer.nesterov = False
-    c.eval.shot_convention = "cbe"
-    cbe.add_data_fields(c, open_ratio=args["open_ratio"])
+    cbe.configure(c, reject=bool(args["reject"]), open_ratio=args["open_ratio"])
     ratio = args["open_ratio"]
     return cbe.cbe_stages(
         c, expert_epochs=expert_epochs, open_ratios=(ratio,) * 3, num_learnable=(-1, 3, 1),

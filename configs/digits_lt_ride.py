@@ -11,7 +11,7 @@ frozen experts with the cascade router (top-3 logits of 10 classes, as 30 of 100
 class-balanced sampling. `distill=1` first trains a 6-expert teacher and distils it into the
 3 experts (warmup 6, as CIFAR's 20 of 200). The final metrics are the cascade's, with the average
 number of experts per image and its GFLOPs (`avg_experts`, `gflops_per_image`). Arguments: ir,
-epochs, experts, distill.
+epochs, experts, distill (0, 1, or 2: from `--config.teacher.workdir`).
 """
 
 from ltx import config_lib
@@ -27,5 +27,5 @@ def get_config(arg=None):
     c.method = config_lib.ride_method(num_experts=args["experts"],
                                       reweight_epoch=int(0.8 * epochs), router_top_k=3)
     c.schedule.decay_factor = 0.01  # RIDE's CustomLR: x0.01 then x1e-4.
-    return config_lib.ride_stages(c, distill=bool(args["distill"]), router_batch_size=64,
+    return config_lib.ride_stages(c, distill=args["distill"], router_batch_size=64,
                                   distill_warmup_epochs=max(epochs // 10, 1))

@@ -25,14 +25,8 @@ def get_config(arg=None):
                                       mixup_alpha=0.0, num_epochs=100)
     full_widths = c.model.widths
     c.model.widths = (64, 128, 192, 384)
-    c.batch_size = 256
-    c.optimizer.lr = 0.1
-    c.optimizer.reference_batch_size = 256
-    c.optimizer.weight_decay = 2e-4
-    c.schedule.name = "multistep"
-    c.schedule.warmup_epochs = 5
-    c.schedule.decay_epochs = (60, 80)
-    c.schedule.decay_factor = 0.1
+    config_lib.sgd_recipe(c, lr=0.1, batch_size=256, weight_decay=2e-4,
+                          warmup_epochs=5, decay_epochs=(60, 80))
     c.method = config_lib.ala_moe_method(router_epoch=80, drw_epoch=80)
     if not args["distill"]:
         return c

@@ -45,20 +45,9 @@ def get_config(arg=None):
     expert_epochs = args["expert_epochs"]
     c = config_lib.large_scale_config(dataset="imagenet_lt", arch="resnet10", lambdas=(1.0,),
                                       mixup_alpha=0.0, num_epochs=args["epochs"])
-    c.method = cbe.method_config()
-    if not args["reject"]:
-        c.method.fusion = "soft_voting"
-    c.model.head = "linear"
-    c.batch_size = 256
-    c.optimizer.lr = 0.1
-    c.optimizer.reference_batch_size = 256
-    c.optimizer.nesterov = False
-    c.optimizer.weight_decay = 5e-4
-    c.schedule.name = "cosine"
-    c.schedule.warmup_epochs = 0
-    c.schedule.decay_epochs = ()
-    c.eval.shot_convention = "cbe"
-    cbe.add_data_fields(c, open_ratio=args["open_ratio"])
+    cbe.configure(c, reject=bool(args["reject"]), open_ratio=args["open_ratio"])
+    config_lib.sgd_recipe(c, lr=0.1, batch_size=256, weight_decay=5e-4, schedule="cosine",
+                          nesterov=False)
     ratio = args["open_ratio"]
     step = {"schedule": {"name": "multistep", "warmup_epochs": 0, "decay_factor": 0.1,
                          "decay_epochs": tuple(e for e in (10, 20) if e <= expert_epochs)},

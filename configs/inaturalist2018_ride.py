@@ -21,18 +21,9 @@ def get_config(arg=None):
     c = config_lib.large_scale_config(dataset="inaturalist2018", arch="resnet50", lambdas=(1.0,),
                                       mixup_alpha=0.0, num_epochs=100)
     c.model.widths = (64, 128, 192, 384)
-    c.batch_size = 512
-    c.optimizer.lr = 0.2
-    c.optimizer.reference_batch_size = 512
-    c.optimizer.weight_decay = 2e-4
-    c.schedule.name = "multistep"
-    c.schedule.warmup_epochs = 5
-    c.schedule.decay_epochs = (60, 80)
-    c.schedule.decay_factor = 0.1
+    config_lib.sgd_recipe(c, lr=0.2, batch_size=512, weight_decay=2e-4,
+                          warmup_epochs=5, decay_epochs=(60, 80))
     c.method = config_lib.ride_method(num_experts=args["experts"], diversity_factor=-0.2,
                                       reweight_epoch=80, reweight_factor=0.015, router_top_k=50)
-    c = config_lib.ride_stages(c, distill=args["distill"] == 1, router_batch_size=512,
-                               distill_warmup_epochs=5)
-    if args["distill"] == 2:
-        c.stages.experts = {"method": {"distill": True}}
-    return c
+    return config_lib.ride_stages(c, distill=args["distill"], router_batch_size=512,
+                                  distill_warmup_epochs=5)

@@ -39,20 +39,9 @@ def get_config(arg=None):
     expert_epochs = args["expert_epochs"]
     c = config_lib.large_scale_config(dataset="places_lt", arch="resnet152", lambdas=(1.0,),
                                       mixup_alpha=0.0, num_epochs=args["epochs"])
-    c.method = cbe.method_config()
-    if not args["reject"]:
-        c.method.fusion = "soft_voting"
-    c.model.head = "linear"
-    c.batch_size = 32
-    c.optimizer.lr = 0.01
-    c.optimizer.reference_batch_size = 32
-    c.optimizer.nesterov = False
-    c.optimizer.weight_decay = 5e-4
-    c.schedule.name = "multistep"
-    c.schedule.warmup_epochs = 0
-    c.schedule.decay_epochs = tuple(e for e in (10, 20) if e <= c.num_epochs)
-    c.eval.shot_convention = "cbe"
-    cbe.add_data_fields(c, open_ratio=16)
+    cbe.configure(c, reject=bool(args["reject"]), open_ratio=16)
+    config_lib.sgd_recipe(c, lr=0.01, batch_size=32, weight_decay=5e-4, nesterov=False,
+                          decay_epochs=tuple(e for e in (10, 20) if e <= c.num_epochs))
     step = {"schedule": {"decay_epochs": tuple(e for e in (10, 20) if e <= expert_epochs)},
             "eval": {"every_epochs": 5}, "checkpoint": {"every_epochs": 5}}
     return cbe.cbe_stages(c, expert_epochs=expert_epochs, open_ratios=(16, 8, 8),

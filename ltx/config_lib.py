@@ -209,14 +209,8 @@ def large_scale_config(*, dataset: str, arch: str, lambdas, mixup_alpha: float, 
     c.method.lambdas = tuple(lambdas)
     c.mixup_alpha = mixup_alpha
     c.num_epochs = epochs if num_epochs is None else num_epochs
-    c.batch_size = batch
-    c.optimizer.lr = lr
-    c.optimizer.reference_batch_size = batch
-    c.optimizer.weight_decay = wd
-    c.schedule.name = schedule
-    c.schedule.warmup_epochs = warmup
-    c.schedule.decay_epochs = decay
-    c.schedule.decay_factor = 0.1
+    sgd_recipe(c, lr=lr, batch_size=batch, weight_decay=wd, schedule=schedule,
+               warmup_epochs=warmup, decay_epochs=decay)
     c.eval.every_epochs = max(c.num_epochs // 10, 1)
     c.eval.batch_size = 512
     c.checkpoint.every_epochs = max(c.num_epochs // 10, 1)
@@ -251,18 +245,46 @@ def ride_method(*, num_experts: int = 3, diversity_factor: float = -0.45, reweig
         router_pos_weight=100.0, router_threshold=0.5))
 
 
-def ride_stages(c: ml_collections.ConfigDict, *, distill: bool, router_batch_size: int,
+def sgd_recipe(c: ml_collections.ConfigDict, *, lr: float, batch_size: int, weight_decay: float,
+               schedule: str = "multistep", warmup_epochs: int = 0, decay_epochs=(),
+               decay_factor: float = 0.1, nesterov: bool = True) -> ml_collections.ConfigDict:
+    """Sets a reference recipe's SGD and schedule; lr is for `batch_size`, which becomes
+    `optimizer.reference_batch_size`, so overriding `batch_size` scales lr linearly."""
+    c.batch_size = batch_size
+    c.optimizer.lr = lr
+    c.optimizer.reference_batch_size = batch_size
+    c.optimizer.weight_decay = weight_decay
+    c.optimizer.nesterov = nesterov
+    c.schedule.name = schedule
+    c.schedule.warmup_epochs = warmup_epochs
+    c.schedule.decay_epochs = tuple(decay_epochs)
+    c.schedule.decay_factor = decay_factor
+    return c
+
+
+def ride_stages(c: ml_collections.ConfigDict, *, distill: int, router_batch_size: int,
                 distill_warmup_epochs: int, router_epochs: int = 5
                 ) -> ml_collections.ConfigDict:
-    """RIDE's stages: [a 6-expert teacher and a distilled student,] then the router.
+    """RIDE's stages: [a distilled student,] then the router.
+
+    `distill`: 0 none; 1 a 6-expert teacher stage, then the student distilled from it; 2 the
+    student distilled from the finished run in `config.teacher.workdir` (e.g. a published
+    teacher).
 
     The router stage (methods.md 2.4) starts from the experts' checkpoint, freezes them, samples
     classes uniformly and trains 5 epochs of cosine from lr 0.01 (Nesterov, wd 5e-4) without
     warmup.
     """
+    if distill not in (0, 1, 2):
+        raise ValueError(f"distill={distill!r}; expected 0 (none), 1 (teacher stage) or 2 "
+                         "(teacher.workdir)")
     c.stage_order = ("experts", "router")
     c.stages.experts = ml_collections.ConfigDict()
-    if distill:
+    if distill == 2:
+        c.stages.experts = ml_collections.ConfigDict({
+            "method": {"distill": True},
+            "schedule": {"warmup_epochs": distill_warmup_epochs}})
+    if distill == 1:
         c.stage_order = ("teacher", "experts", "router")
         c.stages.teacher = ml_collections.ConfigDict({"method": {"num_experts": 6}})
         c.stages.experts = ml_collections.ConfigDict({

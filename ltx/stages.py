@@ -43,12 +43,12 @@ def _finishers() -> dict[str, Callable[..., dict[str, Any]]]:
     return {"cbe_fusion": cbe.fuse_stages}
 
 
-def _merge(base: ml_collections.ConfigDict, overrides, path: str = "") -> None:
+def _merge(base: ml_collections.ConfigDict, overrides) -> None:
+    """Sets `overrides` (nested dicts) into `base`, recursing into existing sub-configs."""
     for key, value in overrides.items():
-        where = f"{path}{key}"
         if isinstance(value, (ml_collections.ConfigDict, dict)) and isinstance(
                 base.get(key), ml_collections.ConfigDict):
-            _merge(base[key], value, where + ".")
+            _merge(base[key], value)
         else:
             base[key] = copy.deepcopy(value.to_dict() if isinstance(
                 value, ml_collections.ConfigDict) else value)

@@ -457,5 +457,7 @@ class Run:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-    """Trains `config` in `workdir` (resuming if a checkpoint is there); returns final metrics."""
-    return Run(config, workdir).train()
+    """Trains `config` in `workdir` (every stage of a multi-stage method, resuming where it
+    stopped); returns the final metrics. The same as `ltx.stages.train`."""
+    from ltx import stages  # stages builds on this module.
+    return stages.train(config, workdir)

@@ -108,6 +108,21 @@ def add_data_fields(c: ml_collections.ConfigDict, *, open_ratio: int = 16,
     return c
 
 
+def configure(c: ml_collections.ConfigDict, *, reject: bool, open_ratio: int
+              ) -> ml_collections.ConfigDict:
+    """Turns a dataset's base config into the class-balanced experts' baseline config: the
+    method (`method_config`; soft voting is the reported fusion for outlier-exposure experts,
+    which have no reject class), the official linear classifier, SGD without Nesterov, the 'cbe'
+    shot groups and the expert data fields (`add_data_fields`)."""
+    c.method = method_config()
+    if not reject:
+        c.method.fusion = "soft_voting"
+    c.model.head = "linear"
+    c.optimizer.nesterov = False
+    c.eval.shot_convention = "cbe"
+    return add_data_fields(c, open_ratio=open_ratio)
+
+
 def num_stages(model_config) -> int:
     """Stages of the trunk (3 for the CIFAR ResNet-32, 4 for the ImageNet ResNets)."""
     from ltx import models  # Local: models import flax; configs only need this function.

@@ -108,7 +108,7 @@ def _routing_report(threshold: float):
     return report
 
 
-def _router_stage(cfg, counts: np.ndarray) -> dict:
+def _router_stage(cfg) -> dict:
     threshold = float(cfg.get("router_threshold", 0.5))
 
     def loss(outputs, labels, epoch):
@@ -134,7 +134,7 @@ def build(method_config, class_counts) -> dict:
     stage = cfg.get("stage", "experts")
     if stage not in STAGES:
         raise ValueError(f"method.stage={stage!r}; expected one of {STAGES}")
-    fields = _experts_stage(cfg, counts) if stage == "experts" else _router_stage(cfg, counts)
+    fields = _experts_stage(cfg, counts) if stage == "experts" else _router_stage(cfg)
     # Treated as balanced, as RIDE's DRW phase and LDAM margins aim at the uniform prior.
     fields["correct_prior"] = lambda logits, prior: balpoe.prior_correction(logits, prior)
     return fields
