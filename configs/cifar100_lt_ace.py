@@ -3,22 +3,22 @@ r"""ACE (3 experts) on CIFAR-100-LT, the released 280-epoch recipe (260 + 20 mix
     python -m ltx.train --config=configs/cifar100_lt_ace.py:ir=100 \
         --config.data.data_dir=$HOME/tensorflow_datasets --workdir=/tmp/ltx/c100_ace_ir100
 
-Official recipe (winterxx/ACE `configs/cifar100_im100.yaml`, `cifar100_im50.yaml`; methods.md
-section 5; `ltx.methods.ace`): ResNet-32 sharing the stem and stages 1-2 (16, 32 channels), three
-experts each with its own stage 3 at full width 64 and an LWS classifier (with bias); ACE's loss
-(subset cross-entropy + interfering-logit suppression), experts 1-2 behind a stop-gradient so
-only expert 0 trains the trunk, per-expert learning rates scaled by the experts' data shares (an
-assumption: the `SGD_group` optimizer is not released), the group average with weight-norm
-rescaling. SGD momentum 0.9, Nesterov (Bag of Tricks' optimizer), weight decay 5e-4, batch 128,
-280 epochs (MAX_EPOCH 260 + UNMIX_EPOCH 20), lr times 0.1 at 200 and 240; random crop (pad 4) +
-flip, no rotation.
+Official recipe (winterxx/ACE `configs/cifar100_im100.yaml`, `cifar100_im50.yaml`;
+docs/methods/ace.md; `ltx.methods.ace`): ResNet-32 sharing the stem and stages 1-2 (16, 32
+channels), three experts each with its own stage 3 at full width 64 and an LWS classifier (with
+bias); ACE's loss (subset cross-entropy + interfering-logit suppression), experts 1-2 behind a
+stop-gradient so only expert 0 trains the trunk, per-expert learning rates scaled by the experts'
+data shares (an assumption: the `SGD_group` optimizer is not released), the group average with
+weight-norm rescaling. SGD momentum 0.9, Nesterov (Bag of Tricks' optimizer), weight decay 5e-4,
+batch 128, 280 epochs (MAX_EPOCH 260 + UNMIX_EPOCH 20), lr times 0.1 at 200 and 240; random crop
+(pad 4) + flip, no rotation.
 
 Per imbalance ratio:
 - ir=100: thresholds (0.3, 0.03), lr 0.2, no warmup, **no Mixup** (the released config uses the
   'default' combiner, unlike every other ACE config);
 - ir=50: thresholds (0.4, 0.1), lr 0.2, warmup 10, Mixup alpha 0.3 on 0-indexed epochs < 259,
   the last 21 epochs mixup-free (`mixup_epochs=259`). Note: the released `cifar100_im50.yaml` has
-  BASE_LR 0.2, while methods.md 5.5 lists 0.1 for every CIFAR config but ratio 100 (true of the
+  BASE_LR 0.2, while the CIFAR-10 configs use 0.1 (docs/methods/ace.md; true of the
   CIFAR-10 configs); the released value is used here;
 - any other ratio (e.g. ir=10, not released): the ratio-50 recipe, thresholds (0.4, 0.1)
   included.
@@ -40,15 +40,16 @@ above), lr_scaling (linear | sqrt | uniform | threshold).
 """
 
 from ltx import config_lib
-from ltx.methods import ace
+from ltx.methods.ace import config as ace
 
 
+@config_lib.tiny_option
 def get_config(arg=None):
     args = config_lib.parse_arg(arg, ir=100.0, mixup=-1.0, lr_scaling="linear")
     ir = args["ir"]
     released_ir100 = ir == 100
     mixup = args["mixup"] if args["mixup"] >= 0 else (0.0 if released_ir100 else 0.3)
-    c = config_lib.cifar_lt_config(dataset="cifar100_lt", lambdas=(1.0,), imbalance_ratio=ir,
+    c = config_lib.cifar_lt_config(dataset="cifar100_lt", imbalance_ratio=ir,
                                    mixup_alpha=mixup, rotation=0.0)
     key = "cifar100_lt_ir100" if released_ir100 else "cifar100_lt_ir50"
     ace.set_recipe(c, thresholds=ace.THRESHOLDS[key], max_epoch=260, unmix_epoch=20, lr=0.2,

@@ -4,7 +4,7 @@ r"""Class-balanced experts on CIFAR-100-LT: ResNet-32 baseline, three experts, f
         --config.data.data_dir=$HOME/tensorflow_datasets --workdir=/tmp/ltx/c100_cbe_ir100
 
 The paper (Sharma et al., GCPR 2020) and its code cover ImageNet-LT and Places-LT only; this is
-an adaptation of their recipe (`ltx.methods.cbe`, methods.md section 6.2) to the usual CIFAR
+an adaptation of their recipe (`ltx.methods.cbe`, docs/methods/cbe.md) to the usual CIFAR
 setting, not a reproduction:
 
 - ResNet-32 (LDAM-DRW's) with a linear classifier, SGD momentum 0.9 (no Nesterov, as the CBE
@@ -26,15 +26,15 @@ reject (1 reject class / 0 outlier exposure).
 """
 
 from ltx import config_lib
-from ltx.methods import cbe
+from ltx.methods.cbe import config as cbe
 
 
+@config_lib.tiny_option
 def get_config(arg=None):
     args = config_lib.parse_arg(arg, ir=100.0, epochs=200, expert_epochs=30, open_ratio=16,
                                 reject=1)
     expert_epochs = args["expert_epochs"]
-    c = config_lib.cifar_lt_config(dataset="cifar100_lt", lambdas=(1.0,),
-                                   imbalance_ratio=args["ir"], mixup_alpha=0.0, rotation=0.0)
+    c = config_lib.cifar_lt_config(dataset="cifar100_lt", imbalance_ratio=args["ir"], mixup_alpha=0.0, rotation=0.0)
     c.num_epochs = args["epochs"]
     c.schedule.decay_epochs = tuple(e for e in (int(0.8 * c.num_epochs),
                                                 int(0.9 * c.num_epochs)) if e > 0)

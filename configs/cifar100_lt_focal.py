@@ -3,8 +3,8 @@ r"""Focal loss on CIFAR-100-LT: the LDAM-DRW paper's focal baseline (ResNet-32, 
     python -m ltx.train --config=configs/cifar100_lt_focal.py:ir=100 \
         --config.data.data_dir=$HOME/tensorflow_datasets --workdir=/tmp/ltx/c100_focal_ir100
 
-`ltx.methods.margin.build_focal` on LDAM-DRW's schedule (kaidic/LDAM-DRW `cifar_train.py`,
-`--loss_type Focal`; methods.md section 1): gamma 1, no re-weighting (`drw=1` switches DRW on at
+`ltx.methods.ldam_drw.build_focal` on LDAM-DRW's schedule (kaidic/LDAM-DRW `cifar_train.py`,
+`--loss_type Focal`; docs/methods/ldam_drw.md): gamma 1, no re-weighting (`drw=1` switches DRW on at
 epoch 160, the paper's "Focal + DRW" row), SGD lr 0.1 without Nesterov, wd 2e-4, batch 128,
 warmup 5, x0.01 at 160 and 180, crop + flip. Last epoch reported (the script keeps the best test
 epoch).
@@ -16,12 +16,13 @@ Arguments: ir, drw (0/1).
 """
 
 from ltx import config_lib
+from ltx.methods import ldam_drw
 
 
+@config_lib.tiny_option
 def get_config(arg=None):
     args = config_lib.parse_arg(arg, ir=100.0, drw=0)
-    c = config_lib.cifar_lt_config(dataset="cifar100_lt", lambdas=(1.0,),
-                                   imbalance_ratio=args["ir"], mixup_alpha=0.0, rotation=0.0)
-    c.method = config_lib.margin_method("focal", drw_epoch=160 if args["drw"] else 200, gamma=1.0)
+    c = config_lib.cifar_lt_config(dataset="cifar100_lt", imbalance_ratio=args["ir"], mixup_alpha=0.0, rotation=0.0)
+    c.method = ldam_drw.method_config("focal", drw_epoch=160 if args["drw"] else 200, gamma=1.0)
     c.model.head = "linear"
-    return config_lib.ldam_drw_schedule(c)
+    return ldam_drw.set_schedule(c)

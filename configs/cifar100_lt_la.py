@@ -14,10 +14,14 @@ Arguments: ir (imbalance ratio, default 100), mixup (alpha, default 0).
 """
 
 from ltx import config_lib
+from ltx.methods import balpoe
 
 
+@config_lib.tiny_option
 def get_config(arg=None):
     args = config_lib.parse_arg(arg, ir=100.0, mixup=0.0)
-    return config_lib.cifar_lt_config(
-        dataset="cifar100_lt", lambdas=(0.0,), imbalance_ratio=args["ir"],
+    c = config_lib.cifar_lt_config(
+        dataset="cifar100_lt", imbalance_ratio=args["ir"],
         mixup_alpha=args["mixup"])
+    c.method = balpoe.la_method_config()
+    return c

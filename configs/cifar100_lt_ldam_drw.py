@@ -3,9 +3,9 @@ r"""LDAM-DRW on CIFAR-100-LT, the official 200-epoch recipe.
     python -m ltx.train --config=configs/cifar100_lt_ldam_drw.py:ir=100 \
         --config.data.data_dir=$HOME/tensorflow_datasets --workdir=/tmp/ltx/c100_ldam_drw_ir100
 
-Official recipe (kaidic/LDAM-DRW `cifar_train.py`; methods.md section 1): ResNet-32 with a cosine
-head, LDAM (max margin 0.5, s = 30), DRW from epoch 160 (beta 0.9999); SGD lr 0.1, momentum 0.9,
-no Nesterov, weight decay 2e-4, batch 128, warmup 5 then x0.01 at 160 and 180; crop + flip, no
+Official recipe (kaidic/LDAM-DRW `cifar_train.py`; docs/methods/ldam_drw.md): ResNet-32 with a
+cosine head, LDAM (max margin 0.5, s = 30), DRW from epoch 160 (beta 0.9999); SGD lr 0.1, momentum
+0.9, no Nesterov, weight decay 2e-4, batch 128, warmup 5 then x0.01 at 160 and 180; crop + flip, no
 rotation. The official script reports its best test epoch; ltx reports the last.
 
 Reported (recalled from the LDAM-DRW paper's Table 2, not re-checked): top-1 error 57.96 at
@@ -15,11 +15,12 @@ Arguments: ir (imbalance ratio, default 100).
 """
 
 from ltx import config_lib
+from ltx.methods import ldam_drw
 
 
+@config_lib.tiny_option
 def get_config(arg=None):
     args = config_lib.parse_arg(arg, ir=100.0)
-    c = config_lib.cifar_lt_config(dataset="cifar100_lt", lambdas=(1.0,),
-                                   imbalance_ratio=args["ir"], mixup_alpha=0.0, rotation=0.0)
-    c.method = config_lib.margin_method("ldam_drw", drw_epoch=160)
-    return config_lib.ldam_drw_schedule(c)
+    c = config_lib.cifar_lt_config(dataset="cifar100_lt", imbalance_ratio=args["ir"], mixup_alpha=0.0, rotation=0.0)
+    c.method = ldam_drw.method_config("ldam_drw", drw_epoch=160)
+    return ldam_drw.set_schedule(c)

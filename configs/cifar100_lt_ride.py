@@ -4,7 +4,7 @@ r"""RIDE on CIFAR-100-LT: 3 experts with the RIDE loss, then the expert-assignme
         --config.data.data_dir=$HOME/tensorflow_datasets --workdir=/tmp/ltx/c100_ride_ir100
 
 Official recipe (frank-xwang/RIDE-LongTailRecognition, `config_imbalance_cifar100_ride.json` and
-the EA configs; methods.md sections 2.1-2.5, `ltx.methods.ride`): ResNet-32 sharing the stem and
+the EA configs; docs/methods/ride.md, `ltx.methods.ride`): ResNet-32 sharing the stem and
 stage 1, experts with their own stages 2-3 at reduced widths 24/48, cosine heads x 30; RIDE loss
 with lambda -0.45, T0 1, a 0.05, LDAM margins 0.5 and DRW (beta 0.9999) from epoch 160; SGD lr 0.1,
 momentum 0.9, Nesterov, wd 5e-4, batch 128, 200 epochs, warmup 5 then x0.01 at 160 and x1e-4 at
@@ -23,15 +23,16 @@ Arguments: ir (imbalance ratio), experts (3 or 4), distill (0 none, 1 with the t
 """
 
 from ltx import config_lib
+from ltx.methods.ride import config as ride_config
 
 
+@config_lib.tiny_option
 def get_config(arg=None):
     args = config_lib.parse_arg(arg, ir=100.0, experts=3, distill=0)
-    c = config_lib.cifar_lt_config(dataset="cifar100_lt", lambdas=(1.0,),
-                                   imbalance_ratio=args["ir"], mixup_alpha=0.0)
+    c = config_lib.cifar_lt_config(dataset="cifar100_lt", imbalance_ratio=args["ir"], mixup_alpha=0.0)
     c.model.widths = (16, 24, 48)
-    c.method = config_lib.ride_method(num_experts=args["experts"], diversity_factor=-0.45,
-                                      reweight_epoch=160, reweight_factor=0.05, router_top_k=30)
+    c.method = ride_config.method_config(num_experts=args["experts"], diversity_factor=-0.45,
+                                         reweight_epoch=160, reweight_factor=0.05, router_top_k=30)
     c.schedule.decay_factor = 0.01
-    return config_lib.ride_stages(c, distill=args["distill"], router_batch_size=512,
+    return ride_config.set_stages(c, distill=args["distill"], router_batch_size=512,
                                   distill_warmup_epochs=20)

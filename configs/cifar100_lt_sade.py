@@ -3,7 +3,7 @@ r"""SADE on CIFAR-100-LT: three diverse experts, the standard 200-epoch setup.
     python -m ltx.train --config=configs/cifar100_lt_sade.py:ir=100 \
         --config.data.data_dir=$HOME/tensorflow_datasets --workdir=/tmp/ltx/c100_sade_ir100
 
-Official recipe (Vanint/SADE-AgnosticLT; methods.md section 3): ResNet-32 sharing the stem and
+Official recipe (Vanint/SADE-AgnosticLT; docs/methods/sade.md): ResNet-32 sharing the stem and
 stage 1, reduced expert widths 24/48, cosine heads x 30, the summed diverse-expert loss with
 tau 2; SGD lr 0.1, Nesterov, weight decay 5e-4, batch 128, warmup 5 then x0.1 at 160 and 180;
 crop + flip + rotation 15. The prediction is the plain mean of the expert logits (SADE's
@@ -20,10 +20,10 @@ import ml_collections
 from ltx import config_lib
 
 
+@config_lib.tiny_option
 def get_config(arg=None):
     args = config_lib.parse_arg(arg, ir=100.0)
-    c = config_lib.cifar_lt_config(dataset="cifar100_lt", lambdas=(1.0, 0.0, -1.0),
-                                   imbalance_ratio=args["ir"], mixup_alpha=0.0)
+    c = config_lib.cifar_lt_config(dataset="cifar100_lt", imbalance_ratio=args["ir"], mixup_alpha=0.0)
     c.method = ml_collections.ConfigDict(dict(name="sade", num_experts=3, tau=2.0))
     c.model.widths = (16, 24, 48)
     return c

@@ -2,7 +2,7 @@ r"""ACE (3 experts) on digits-LT: ACE's CIFAR recipe on the 60-epoch digits-LT b
 
     python -m ltx.train --config=configs/digits_lt_ace.py --workdir=/tmp/ltx/digits_ace
 
-ACE (`ltx.methods.ace`, methods.md section 5) on digits-LT (ratio 10, 134 ... 13 images per
+ACE (`ltx.methods.ace`, docs/methods/ace.md) on digits-LT (ratio 10, 134 ... 13 images per
 class, 544 in total): ResNet-32 sharing the stem and stages 1-2, three experts each with its own
 full-width stage 3 and an LWS head; ACE's loss, experts 1-2 behind a stop-gradient so only
 expert 0 trains the trunk; per-expert learning rates scaled by the experts' data shares; the
@@ -29,17 +29,18 @@ lr_scaling (linear | sqrt | uniform | threshold).
 """
 
 from ltx import config_lib
-from ltx.methods import ace
+from ltx.methods.ace import config as ace
 
 # ACE's CIFAR schedule, in epochs of its 280 (MAX_EPOCH 260 + UNMIX_EPOCH 20).
 _REFERENCE_EPOCHS = 280
 _UNMIX, _DECAY, _WARMUP = 20, (200, 240), 10
 
 
+@config_lib.tiny_option
 def get_config(arg=None):
     args = config_lib.parse_arg(arg, ir=10.0, epochs=60, mixup=0.0, lr_scaling="linear")
     epochs = args["epochs"]
-    c = config_lib.digits_lt_config(lambdas=(1.0,), imbalance_ratio=args["ir"],
+    c = config_lib.digits_lt_config(imbalance_ratio=args["ir"],
                                     num_epochs=epochs)
 
     def scaled(e):

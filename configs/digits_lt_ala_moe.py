@@ -2,28 +2,30 @@ r"""ALA + instance-aware MoE on digits-LT, then its distillation into one ResNet
 
     python -m ltx.train --config=configs/digits_lt_ala_moe.py --workdir=/tmp/ltx/digits_ala_moe
 
-`ltx.methods.ala_moe` (no official code; methods.md 6.1): RIDE's layout (ResNet-32 sharing the
-stem and stage 1, 3 experts at widths 24/48, cosine heads x 30) with the instance-aware router on
-the shared features; ALA loss on every expert, and from the last learning-rate decay (epoch 54
-of 60) also on the router-weighted MoE output. Stage `distill`: a full-width single ResNet-32
-learns from the frozen MoE (ALA + KD at T = 2). The digits-LT schedule of the other methods:
-60 epochs, SGD 0.1 Nesterov, wd 5e-4, warmup 5, x0.1 at 80% and 90%. The final metrics are the
-distilled model's; the MoE's are in `stages.moe` and `<workdir>/moe/`. Arguments: ir, epochs,
-distill (0: the MoE only).
+`ltx.methods.ala_moe` (no official code; docs/methods/ala_moe.md): RIDE's layout (ResNet-32 sharing
+the stem and stage 1, 3 experts at widths 24/48, cosine heads x 30) with the instance-aware router
+on the shared features; ALA loss on every expert, and from the last learning-rate decay (epoch 54 of
+60) also on the router-weighted MoE output. Stage `distill`: a full-width single ResNet-32 learns
+from the frozen MoE (ALA + KD at T = 2). The digits-LT schedule of the other methods: 60 epochs, SGD
+0.1 Nesterov, wd 5e-4, warmup 5, x0.1 at 80% and 90%. The final metrics are the distilled model's;
+the MoE's are in `stages.moe` and `<workdir>/moe/`. Arguments: ir, epochs, distill (0: the MoE
+only).
 """
 
 from ltx import config_lib
+from ltx.methods.ala_moe import config as ala_config
 
 
+@config_lib.tiny_option
 def get_config(arg=None):
     args = config_lib.parse_arg(arg, ir=10.0, epochs=60, distill=1)
     epochs = args["epochs"]
-    c = config_lib.digits_lt_config(lambdas=(1.0,), imbalance_ratio=args["ir"],
+    c = config_lib.digits_lt_config(imbalance_ratio=args["ir"],
                                     num_epochs=epochs)
     full_widths = c.model.widths
     c.model.widths = (16, 24, 48)
-    c.method = config_lib.ala_moe_method(
+    c.method = ala_config.method_config(
         router_epoch=max(c.schedule.decay_epochs, default=0), drw_epoch=10 * epochs)
     if not args["distill"]:
         return c
-    return config_lib.ala_moe_stages(c, full_widths=full_widths)
+    return ala_config.set_stages(c, full_widths=full_widths)

@@ -4,7 +4,7 @@ r"""BalPoE (3 experts, lambdas 1/0/-1) on digits-LT: the default job, ~2 minutes
 
 digits-LT (`ltx.data.digits`) is scikit-learn's bundled 8x8 digits made long-tailed with the
 CIFAR-LT exponential profile (ratio 10: 134 ... 13 images per class, 544 in total). The recipe is
-BalPoE's CIFAR one (methods.md section 4): ResNet-32 with stem + stage 1 shared and full-width
+BalPoE's CIFAR one (docs/methods/balpoe.md): ResNet-32 with stem + stage 1 shared and full-width
 experts, cosine heads x 30, gLA loss with lambdas (1, 0, -1) (code: tau_list 0;1;2), SGD 0.1 with
 Nesterov, weight decay 5e-4, warmup 5 epochs then x0.1 at 80% and 90% of training, and an ensemble
 that averages the expert logits. Adapted to 8x8 inputs: crop padding 1, no flip (digits are not
@@ -16,10 +16,14 @@ mixup (alpha), epochs.
 """
 
 from ltx import config_lib
+from ltx.methods import balpoe
 
 
+@config_lib.tiny_option
 def get_config(arg=None):
     args = config_lib.parse_arg(arg, ir=10.0, mixup=0.0, epochs=60)
-    return config_lib.digits_lt_config(
-        lambdas=(1.0, 0.0, -1.0), imbalance_ratio=args["ir"], mixup_alpha=args["mixup"],
+    c = config_lib.digits_lt_config(
+        imbalance_ratio=args["ir"], mixup_alpha=args["mixup"],
         num_epochs=args["epochs"])
+    c.method = balpoe.method_config((1.0, 0.0, -1.0))
+    return c

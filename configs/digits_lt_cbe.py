@@ -3,7 +3,7 @@ r"""Class-balanced experts on digits-LT: a baseline, many/medium/few experts, th
     python -m ltx.train --config=configs/digits_lt_cbe.py --workdir=/tmp/ltx/digits_cbe
     python -m ltx.train --config=configs/digits_lt_cbe.py:reject=0 --workdir=/tmp/ltx/digits_cbe_oe
 
-The recipe of Sharma et al. (GCPR 2020, `ltx.methods.cbe`, methods.md section 6.2) scaled to the
+The recipe of Sharma et al. (GCPR 2020, `ltx.methods.cbe`, docs/methods/cbe.md) scaled to the
 8x8 digits: one ResNet-32 with a linear classifier (the official classifier is linear), plain SGD
 (momentum 0.9, no Nesterov, wd 5e-4) at lr 0.1.
 
@@ -32,14 +32,15 @@ minutes on two CPU cores, two of them the baseline's 60 epochs.
 """
 
 from ltx import config_lib
-from ltx.methods import cbe
+from ltx.methods.cbe import config as cbe
 
 
+@config_lib.tiny_option
 def get_config(arg=None):
     args = config_lib.parse_arg(arg, ir=10.0, epochs=60, expert_epochs=10, open_ratio=-1,
                                 reject=1)
     expert_epochs = args["expert_epochs"]
-    c = config_lib.digits_lt_config(lambdas=(1.0,), imbalance_ratio=args["ir"],
+    c = config_lib.digits_lt_config(imbalance_ratio=args["ir"],
                                     num_epochs=args["epochs"])
     cbe.configure(c, reject=bool(args["reject"]), open_ratio=args["open_ratio"])
     ratio = args["open_ratio"]

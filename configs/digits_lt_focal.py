@@ -2,17 +2,19 @@ r"""Focal loss (gamma 1) on digits-LT: the LDAM-DRW paper's focal baseline, line
 
     python -m ltx.train --config=configs/digits_lt_focal.py --workdir=/tmp/ltx/digits_focal
 
-`ltx.methods.margin.build_focal` with LDAM-DRW's optimizer (no Nesterov, weight decay 2e-4,
+`ltx.methods.ldam_drw.build_focal` with LDAM-DRW's optimizer (no Nesterov, weight decay 2e-4,
 x0.01 decays) on the 60-epoch digits-LT schedule; no re-weighting. Arguments: ir, epochs.
 """
 
 from ltx import config_lib
+from ltx.methods import ldam_drw
 
 
+@config_lib.tiny_option
 def get_config(arg=None):
     args = config_lib.parse_arg(arg, ir=10.0, epochs=60)
-    c = config_lib.digits_lt_config(lambdas=(1.0,), imbalance_ratio=args["ir"],
+    c = config_lib.digits_lt_config(imbalance_ratio=args["ir"],
                                     num_epochs=args["epochs"])
-    c.method = config_lib.margin_method("focal", drw_epoch=args["epochs"], gamma=1.0)
+    c.method = ldam_drw.method_config("focal", drw_epoch=args["epochs"], gamma=1.0)
     c.model.head = "linear"  # LDAM-DRW uses the cosine head only with the LDAM loss.
-    return config_lib.ldam_drw_schedule(c)
+    return ldam_drw.set_schedule(c)

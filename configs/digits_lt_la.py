@@ -7,10 +7,14 @@ epochs.
 """
 
 from ltx import config_lib
+from ltx.methods import balpoe
 
 
+@config_lib.tiny_option
 def get_config(arg=None):
     args = config_lib.parse_arg(arg, ir=10.0, mixup=0.0, epochs=60)
-    return config_lib.digits_lt_config(
-        lambdas=(0.0,), imbalance_ratio=args["ir"], mixup_alpha=args["mixup"],
+    c = config_lib.digits_lt_config(
+        imbalance_ratio=args["ir"], mixup_alpha=args["mixup"],
         num_epochs=args["epochs"])
+    c.method = balpoe.la_method_config()
+    return c

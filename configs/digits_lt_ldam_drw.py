@@ -2,18 +2,20 @@ r"""LDAM-DRW on digits-LT: one ResNet-32, LDAM margins on a cosine head, DRW at 
 
     python -m ltx.train --config=configs/digits_lt_ldam_drw.py --workdir=/tmp/ltx/digits_ldam_drw
 
-LDAM-DRW's CIFAR recipe (methods.md section 1, `ltx.methods.margin`) scaled to the 60-epoch
+LDAM-DRW's CIFAR recipe (docs/methods/ldam_drw.md `ltx.methods.ldam_drw`) scaled to the 60-epoch
 digits-LT schedule: margins 0.5 (n_min / n_c)^(1/4), scale 30, class-balanced re-weighting
 (beta 0.9999) from epoch 48 (160 of 200 in the reference), SGD without Nesterov, weight decay
 2e-4, warmup 5 then x0.01 at 80% and 90%. Arguments: ir, epochs.
 """
 
 from ltx import config_lib
+from ltx.methods import ldam_drw
 
 
+@config_lib.tiny_option
 def get_config(arg=None):
     args = config_lib.parse_arg(arg, ir=10.0, epochs=60)
-    c = config_lib.digits_lt_config(lambdas=(1.0,), imbalance_ratio=args["ir"],
+    c = config_lib.digits_lt_config(imbalance_ratio=args["ir"],
                                     num_epochs=args["epochs"])
-    c.method = config_lib.margin_method("ldam_drw", drw_epoch=int(0.8 * args["epochs"]))
-    return config_lib.ldam_drw_schedule(c)
+    c.method = ldam_drw.method_config("ldam_drw", drw_epoch=int(0.8 * args["epochs"]))
+    return ldam_drw.set_schedule(c)

@@ -5,7 +5,7 @@ r"""ACE (3 experts) on ImageNet-LT: ResNet-50 (200 + 20 epochs) or ResNet-10 (18
         --workdir=/tmp/ltx/imagenet_lt_ace_r50
 
 Official recipe (winterxx/ACE `configs/imagenetlt_baseline_res50.yaml` and `_res10.yaml`;
-methods.md section 5; `ltx.methods.ace`): the stem and layer1-3 shared, three experts each with
+docs/methods/ace.md; `ltx.methods.ace`): the stem and layer1-3 shared, three experts each with
 its own full-width layer4 (512 planes; 2048-d features for ResNet-50) and an LWS classifier;
 ACE's loss with experts 1-2 behind a stop-gradient, per-expert learning rates scaled by the
 experts' data shares (an assumption: `SGD_group` is not released), planner thresholds (0.4, 0.1),
@@ -32,20 +32,20 @@ Arguments: arch (resnet50 | resnet10), mixup (alpha, default 0.3), lr_scaling.
 """
 
 from ltx import config_lib
-from ltx.methods import ace
+from ltx.methods.ace import config as ace
 
 # arch -> (lr, MAX_EPOCH, decay epochs); UNMIX_EPOCH 20, batch 256, warmup 5, wd 1e-4 for both.
 _RECIPES = {"resnet50": (0.1, 200, (140, 180)), "resnet10": (0.08, 180, (120, 160))}
 
 
+@config_lib.tiny_option
 def get_config(arg=None):
     args = config_lib.parse_arg(arg, arch="resnet50", mixup=0.3, lr_scaling="linear")
     arch = args["arch"]
     if arch not in _RECIPES:
         raise ValueError(f"arch={arch!r}; ACE's ImageNet-LT recipes are for {sorted(_RECIPES)}")
     lr, max_epoch, decay = _RECIPES[arch]
-    c = config_lib.large_scale_config(dataset="imagenet_lt", arch=arch, lambdas=(1.0,),
-                                      mixup_alpha=args["mixup"], num_epochs=max_epoch + 20)
+    c = config_lib.large_scale_config(dataset="imagenet_lt", arch=arch, mixup_alpha=args["mixup"], num_epochs=max_epoch + 20)
     ace.set_recipe(c, thresholds=ace.THRESHOLDS["imagenet_lt"], max_epoch=max_epoch,
                    unmix_epoch=20, lr=lr, decay_epochs=decay, warmup_epochs=5,
                    mixup_alpha=args["mixup"], num_shared_stages=3)

@@ -5,7 +5,7 @@ r"""Class-balanced experts on ImageNet-LT: ResNet-10 baseline, many/medium/few e
         --workdir=/tmp/ltx/imagenet_lt_cbe
 
 Official recipe (`saurabhsharma1993/class-balanced-experts`, README commands and `main.py`;
-methods.md section 6.2; `ltx.methods.cbe`):
+docs/methods/cbe.md; `ltx.methods.cbe`):
 
 - ResNet-10 (one BasicBlock per stage, 512-d features) with a linear classifier; SGD momentum
   0.9 (no Nesterov), weight decay 5e-4, lr 0.1 at batch 256: `main.py` forces both on ImageNet
@@ -37,14 +37,14 @@ exposure).
 """
 
 from ltx import config_lib
-from ltx.methods import cbe
+from ltx.methods.cbe import config as cbe
 
 
+@config_lib.tiny_option
 def get_config(arg=None):
     args = config_lib.parse_arg(arg, epochs=100, expert_epochs=30, open_ratio=16, reject=1)
     expert_epochs = args["expert_epochs"]
-    c = config_lib.large_scale_config(dataset="imagenet_lt", arch="resnet10", lambdas=(1.0,),
-                                      mixup_alpha=0.0, num_epochs=args["epochs"])
+    c = config_lib.large_scale_config(dataset="imagenet_lt", arch="resnet10", mixup_alpha=0.0, num_epochs=args["epochs"])
     cbe.configure(c, reject=bool(args["reject"]), open_ratio=args["open_ratio"])
     config_lib.sgd_recipe(c, lr=0.1, batch_size=256, weight_decay=5e-4, schedule="cosine",
                           nesterov=False)

@@ -15,10 +15,14 @@ Arguments: arch (resnet50 | resnext50_32x4d | resnet10), mixup (default 0), epoc
 """
 
 from ltx import config_lib
+from ltx.methods import balpoe
 
 
+@config_lib.tiny_option
 def get_config(arg=None):
     args = config_lib.parse_arg(arg, arch="resnet50", mixup=0.0, epochs=180)
-    return config_lib.large_scale_config(
-        dataset="imagenet_lt", arch=args["arch"], lambdas=(1.0,), mixup_alpha=args["mixup"],
+    c = config_lib.large_scale_config(
+        dataset="imagenet_lt", arch=args["arch"], mixup_alpha=args["mixup"],
         num_epochs=args["epochs"])
+    c.method = balpoe.ce_method_config()
+    return c

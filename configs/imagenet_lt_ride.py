@@ -5,8 +5,8 @@ then the expert-assignment router.
         --config.data.root=/data/imagenet --config.data.list_dir=/data/ImageNet_LT \
         --workdir=/tmp/ltx/imagenet_lt_ride_x50
 
-Official recipe (RIDE `configs/config_imagenet_lt_resnext50_ride.json` and siblings, methods.md
-sections 2.1-2.5): stem and layer1-2 shared, every expert its own layer3-4 with planes 192/384
+Official recipe (RIDE `configs/config_imagenet_lt_resnext50_ride.json` and siblings,
+docs/methods/ride.md): stem and layer1-2 shared, every expert its own layer3-4 with planes 192/384
 (1536-d features), cosine heads x 30; RIDE loss with lambda -0.2, a 0.02, DRW from epoch 80; SGD lr
 0.1 at global batch 256, Nesterov, wd 2e-4, 100 epochs, warmup 5 then x0.1 at 60 and x0.01 at 80;
 RandomResizedCrop + flip + ColorJitter. Router stage: top-50 logits, 5 epochs cosine from 0.01 at
@@ -22,16 +22,17 @@ teacher stage, 2 from `teacher.workdir`).
 """
 
 from ltx import config_lib
+from ltx.methods.ride import config as ride_config
 
 
+@config_lib.tiny_option
 def get_config(arg=None):
     args = config_lib.parse_arg(arg, arch="resnet50", experts=3, distill=0)
-    c = config_lib.large_scale_config(dataset="imagenet_lt", arch=args["arch"], lambdas=(1.0,),
-                                      mixup_alpha=0.0, num_epochs=100)
+    c = config_lib.large_scale_config(dataset="imagenet_lt", arch=args["arch"], mixup_alpha=0.0, num_epochs=100)
     c.model.widths = (64, 128, 192, 384)
     config_lib.sgd_recipe(c, lr=0.1, batch_size=256, weight_decay=2e-4,
                           warmup_epochs=5, decay_epochs=(60, 80))
-    c.method = config_lib.ride_method(num_experts=args["experts"], diversity_factor=-0.2,
-                                      reweight_epoch=80, reweight_factor=0.02, router_top_k=50)
-    return config_lib.ride_stages(c, distill=args["distill"], router_batch_size=512,
+    c.method = ride_config.method_config(num_experts=args["experts"], diversity_factor=-0.2,
+                                         reweight_epoch=80, reweight_factor=0.02, router_top_k=50)
+    return ride_config.set_stages(c, distill=args["distill"], router_batch_size=512,
                                   distill_warmup_epochs=5)

@@ -4,11 +4,11 @@ r"""SADE on ImageNet-LT: three diverse experts on ResNet-50 / ResNeXt-50 (180 ep
         --config.data.root=/data/imagenet --config.data.list_dir=/data/ImageNet_LT \
         --workdir=/tmp/ltx/imagenet_lt_sade_x50
 
-Official recipe (Vanint/SADE-AgnosticLT, `config_imagenet_lt_resnext50_sade.json`; methods.md
-section 3): stem and layer1-2 shared, experts with reduced layer3-4 (planes 192/384), cosine heads
-x 30; the diverse-expert loss with tau 2; SGD lr 0.025 at batch 64, Nesterov, wd 5e-4, 180 epochs
-cosine; RandomResizedCrop + flip + ColorJitter. Prediction: the mean of the expert logits (the
-test-time self-supervised aggregation is not implemented).
+Official recipe (Vanint/SADE-AgnosticLT, `config_imagenet_lt_resnext50_sade.json`;
+docs/methods/sade.md): stem and layer1-2 shared, experts with reduced layer3-4 (planes 192/384),
+cosine heads x 30; the diverse-expert loss with tau 2; SGD lr 0.025 at batch 64, Nesterov, wd 5e-4,
+180 epochs cosine; RandomResizedCrop + flip + ColorJitter. Prediction: the mean of the expert logits
+(the test-time self-supervised aggregation is not implemented).
 
 Reported (recalled from the SADE paper, Table 5, not re-checked): ResNeXt-50 58.8 top-1 on the
 uniform test set (ResNet-50 about 57.0 in later tables).
@@ -21,10 +21,11 @@ import ml_collections
 from ltx import config_lib
 
 
+@config_lib.tiny_option
 def get_config(arg=None):
     args = config_lib.parse_arg(arg, arch="resnext50_32x4d", epochs=180)
     c = config_lib.large_scale_config(dataset="imagenet_lt", arch=args["arch"],
-                                      lambdas=(1.0, 0.0, -1.0), mixup_alpha=0.0,
+                                      mixup_alpha=0.0,
                                       num_epochs=args["epochs"])
     c.model.widths = (64, 128, 192, 384)
     c.method = ml_collections.ConfigDict(dict(name="sade", num_experts=3, tau=2.0))

@@ -4,7 +4,7 @@ r"""ACE (3 experts) on iNaturalist 2018: ResNet-50, 200 + 20 epochs.
         --config.data.root=/data/inat2018 --config.data.list_dir=/data/iNaturalist18 \
         --workdir=/tmp/ltx/inat_ace
 
-Official recipe (winterxx/ACE `configs/inat_baseline_res50.yaml`; methods.md section 5;
+Official recipe (winterxx/ACE `configs/inat_baseline_res50.yaml`; docs/methods/ace.md;
 `ltx.methods.ace`): ResNet-50 with the stem and layer1-3 shared, three experts each with its own
 full-width layer4 and an LWS classifier; ACE's loss with experts 1-2 behind a stop-gradient,
 per-expert learning rates scaled by the experts' data shares (an assumption: `SGD_group` is not
@@ -23,13 +23,13 @@ Arguments: mixup (alpha, default 0.3), lr_scaling.
 """
 
 from ltx import config_lib
-from ltx.methods import ace
+from ltx.methods.ace import config as ace
 
 
+@config_lib.tiny_option
 def get_config(arg=None):
     args = config_lib.parse_arg(arg, mixup=0.3, lr_scaling="linear")
-    c = config_lib.large_scale_config(dataset="inaturalist2018", arch="resnet50", lambdas=(1.0,),
-                                      mixup_alpha=args["mixup"], num_epochs=220)
+    c = config_lib.large_scale_config(dataset="inaturalist2018", arch="resnet50", mixup_alpha=args["mixup"], num_epochs=220)
     ace.set_recipe(c, thresholds=ace.THRESHOLDS["inaturalist2018"], max_epoch=200,
                    unmix_epoch=20, lr=0.1, decay_epochs=(140, 180), warmup_epochs=5,
                    mixup_alpha=args["mixup"], num_shared_stages=3)

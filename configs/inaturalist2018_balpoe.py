@@ -4,7 +4,7 @@ r"""BalPoE on iNaturalist 2018, the standard 100-epoch setup (ResNet-50, 3 exper
         --config.data.root=/data/inat2018 --config.data.list_dir=/data/iNaturalist18 \
         --workdir=/tmp/ltx/inat_balpoe
 
-Official recipe (methods.md sections 4.2-4.3): ResNet-50 sharing the stem and layer1-2, three
+Official recipe (docs/methods/balpoe.md): ResNet-50 sharing the stem and layer1-2, three
 full-width experts with cosine heads x 30; tau_list (-1, 1, 3), i.e. lambdas (2, 0, -2); SGD lr
 0.2 at global batch 512, momentum 0.9, Nesterov, weight decay 2e-4, cosine over 100 epochs;
 standard ImageNet augmentation; Mixup alpha 0.2; the iNaturalist 2018 validation list (3 images
@@ -17,11 +17,14 @@ Arguments: arch, mixup, epochs, randaugment (0/1).
 """
 
 from ltx import config_lib
+from ltx.methods import balpoe
 
 
+@config_lib.tiny_option
 def get_config(arg=None):
     args = config_lib.parse_arg(arg, arch="resnet50", mixup=0.2, epochs=100, randaugment=0)
-    return config_lib.large_scale_config(
-        dataset="inaturalist2018", arch=args["arch"], lambdas=(2.0, 0.0, -2.0),
-        mixup_alpha=args["mixup"], num_epochs=args["epochs"],
+    c = config_lib.large_scale_config(
+        dataset="inaturalist2018", arch=args["arch"], mixup_alpha=args["mixup"], num_epochs=args["epochs"],
         randaugment=bool(args["randaugment"]))
+    c.method = balpoe.method_config((2.0, 0.0, -2.0))
+    return c

@@ -14,10 +14,14 @@ Arguments: arch, mixup (default 0), epochs.
 """
 
 from ltx import config_lib
+from ltx.methods import balpoe
 
 
+@config_lib.tiny_option
 def get_config(arg=None):
     args = config_lib.parse_arg(arg, arch="resnet50", mixup=0.0, epochs=100)
-    return config_lib.large_scale_config(
-        dataset="inaturalist2018", arch=args["arch"], lambdas=(1.0,), mixup_alpha=args["mixup"],
+    c = config_lib.large_scale_config(
+        dataset="inaturalist2018", arch=args["arch"], mixup_alpha=args["mixup"],
         num_epochs=args["epochs"])
+    c.method = balpoe.ce_method_config()
+    return c

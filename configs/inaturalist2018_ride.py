@@ -3,7 +3,7 @@ r"""RIDE on iNaturalist 2018: 3 reduced-width ResNet-50 experts, then the router
     python -m ltx.train --config=configs/inaturalist2018_ride.py \
         --config.data.root=/data/inat2018 --workdir=/tmp/ltx/inat_ride
 
-Official recipe (RIDE `configs/config_iNaturalist_resnet50_ride.json`, methods.md 2.5): as
+Official recipe (RIDE `configs/config_iNaturalist_resnet50_ride.json`, docs/methods/ride.md): as
 ImageNet-LT (`configs/imagenet_lt_ride.py`) but lr 0.2 at batch 512 and reweight factor a 0.015;
 the router sees the top-50 logits.
 
@@ -14,16 +14,17 @@ Arguments: experts, distill (as imagenet_lt_ride).
 """
 
 from ltx import config_lib
+from ltx.methods.ride import config as ride_config
 
 
+@config_lib.tiny_option
 def get_config(arg=None):
     args = config_lib.parse_arg(arg, experts=3, distill=0)
-    c = config_lib.large_scale_config(dataset="inaturalist2018", arch="resnet50", lambdas=(1.0,),
-                                      mixup_alpha=0.0, num_epochs=100)
+    c = config_lib.large_scale_config(dataset="inaturalist2018", arch="resnet50", mixup_alpha=0.0, num_epochs=100)
     c.model.widths = (64, 128, 192, 384)
     config_lib.sgd_recipe(c, lr=0.2, batch_size=512, weight_decay=2e-4,
                           warmup_epochs=5, decay_epochs=(60, 80))
-    c.method = config_lib.ride_method(num_experts=args["experts"], diversity_factor=-0.2,
-                                      reweight_epoch=80, reweight_factor=0.015, router_top_k=50)
-    return config_lib.ride_stages(c, distill=args["distill"], router_batch_size=512,
+    c.method = ride_config.method_config(num_experts=args["experts"], diversity_factor=-0.2,
+                                         reweight_epoch=80, reweight_factor=0.015, router_top_k=50)
+    return ride_config.set_stages(c, distill=args["distill"], router_batch_size=512,
                                   distill_warmup_epochs=5)

@@ -4,7 +4,7 @@ r"""BalPoE on Places-LT: ResNet-152 fine-tuned from an ImageNet-pretrained check
         --config.data.root=/data/places365 --config.data.list_dir=/data/Places_LT_v2 \
         --config.model.init_checkpoint=/ckpt/imagenet_resnet152 --workdir=/tmp/ltx/places_balpoe
 
-BalPoE released no Places-LT recipe; this follows SADE's (methods.md section 3), which BalPoE
+BalPoE released no Places-LT recipe; this follows SADE's (docs/methods/sade.md), which BalPoE
 builds on: ResNet-152 sharing the stem and layer1-2, full-width experts (`reduce_dimension=False`)
 whose layer3-4 all start from the pretrained layer3-4 (`model.init_checkpoint`: an ltx workdir of
 a one-expert ResNet-152, see `ltx.checkpointing.transplant`), cosine heads x 30; 30 epochs at
@@ -19,12 +19,14 @@ Arguments: mixup (default 0), epochs.
 """
 
 from ltx import config_lib
+from ltx.methods import balpoe
 
 
+@config_lib.tiny_option
 def get_config(arg=None):
     args = config_lib.parse_arg(arg, mixup=0.0, epochs=30)
     c = config_lib.large_scale_config(
-        dataset="places_lt", arch="resnet152", lambdas=(1.0, 0.0, -1.0),
-        mixup_alpha=args["mixup"], num_epochs=args["epochs"])
+        dataset="places_lt", arch="resnet152", mixup_alpha=args["mixup"], num_epochs=args["epochs"])
+    c.method = balpoe.method_config((1.0, 0.0, -1.0))
     c.optimizer.lr_multipliers = (("head", 10.0),)
     return c

@@ -5,7 +5,7 @@ r"""Class-balanced experts on Places-LT: ImageNet-pretrained ResNet-152, three e
         --config.model.init_checkpoint=/ckpt/imagenet_resnet152 --workdir=/tmp/ltx/places_cbe
 
 Official recipe (`saurabhsharma1993/class-balanced-experts`, README commands and `main.py`;
-methods.md section 6.2; `ltx.methods.cbe`):
+docs/methods/cbe.md; `ltx.methods.cbe`):
 
 - ResNet-152 initialised from ImageNet (official: Caffe-converted ImageNet weights; here
   `model.init_checkpoint`, an ltx workdir of a one-expert ImageNet ResNet-152, see
@@ -31,14 +31,14 @@ Arguments: epochs (baseline), expert_epochs, reject (1 reject class / 0 outlier 
 """
 
 from ltx import config_lib
-from ltx.methods import cbe
+from ltx.methods.cbe import config as cbe
 
 
+@config_lib.tiny_option
 def get_config(arg=None):
     args = config_lib.parse_arg(arg, epochs=30, expert_epochs=30, reject=1)
     expert_epochs = args["expert_epochs"]
-    c = config_lib.large_scale_config(dataset="places_lt", arch="resnet152", lambdas=(1.0,),
-                                      mixup_alpha=0.0, num_epochs=args["epochs"])
+    c = config_lib.large_scale_config(dataset="places_lt", arch="resnet152", mixup_alpha=0.0, num_epochs=args["epochs"])
     cbe.configure(c, reject=bool(args["reject"]), open_ratio=16)
     config_lib.sgd_recipe(c, lr=0.01, batch_size=32, weight_decay=5e-4, nesterov=False,
                           decay_epochs=tuple(e for e in (10, 20) if e <= c.num_epochs))

@@ -15,12 +15,15 @@ Arguments: mixup (default 0), epochs.
 """
 
 from ltx import config_lib
+from ltx.methods import balpoe
 
 
+@config_lib.tiny_option
 def get_config(arg=None):
     args = config_lib.parse_arg(arg, mixup=0.0, epochs=30)
     c = config_lib.large_scale_config(
-        dataset="places_lt", arch="resnet152", lambdas=(1.0,), mixup_alpha=args["mixup"],
+        dataset="places_lt", arch="resnet152", mixup_alpha=args["mixup"],
         num_epochs=args["epochs"])
     c.optimizer.lr_multipliers = (("head", 10.0),)
+    c.method = balpoe.ce_method_config()
     return c

@@ -20,8 +20,7 @@ import time
 
 import numpy as np
 
-from ltx import config_lib, methods, models, stages, stats
-from ltx.data import datasets
+from ltx import config_lib, stages, stats
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "configs")
 # (row name, config file, config argument)
@@ -41,25 +40,13 @@ METHODS = (
 COLUMNS = ("top1_all", "top1_many", "top1_medium", "top1_few", "nll", "ece", "mce")
 
 
-def inference_cost(config, final: dict) -> tuple[float, float]:
-    """(parameters, GFLOPs per image) of the predictor a config ends with."""
-    staged = stages.stage_configs(config) or [("", config, {})]
-    if config.get("finish") == "cbe_fusion":  # Every expert runs; the baseline does not.
-        finals = [c for name, c, _ in staged if name != "baseline"]
-    else:
-        finals = [staged[-1][1]]
-    params = gflops = 0.0
-    for stage_config in finals:
-        dataset = datasets.build(stage_config.data)
-        method = methods.build(stage_config.method, dataset.class_counts)
-        model = models.build(stage_config.model, num_classes=dataset.num_classes,
-                             num_experts=method.num_experts, **method.model_overrides)
-        cost = stats.model_stats(model, dataset.image_shape)
-        params += cost["params"]
-        gflops += cost["gflops"]
-    if "gflops_per_image" in final:  # RIDE's cascade: the measured average.
-        gflops = final["gflops_per_image"]
-    return params, gflops
+def inference_cost(workdir: str, final: dict) -> tuple[float, float]:
+    """(parameters, GFLOPs per image) of a finished workdir's final predictor (`ltx.stats`; the
+    fused class-balanced experts: the three experts together; RIDE's cascade: the measured
+    average of experts per image)."""
+    cost = stats.workdir_stats(workdir)
+    gflops = final.get("gflops_per_image", cost["gflops"])
+    return cost["params"], gflops
 
 
 def run_one(workdir: str, config_name: str, arg: str, seed: int) -> dict:
@@ -78,7 +65,7 @@ def run_one(workdir: str, config_name: str, arg: str, seed: int) -> dict:
     wall = os.path.join(workdir, "wall_seconds.json")
     final["wall_seconds"] = (json.load(open(wall))["wall_seconds"] if os.path.exists(wall)
                              else float("nan"))
-    final["params"], final["gflops"] = inference_cost(config, final)
+    final["params"], final["gflops"] = inference_cost(workdir, final)
     return final
 
 

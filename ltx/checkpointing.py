@@ -90,14 +90,14 @@ class Checkpointer:
         self._manager.close()
 
 
-def config_fingerprint(config, num_experts: int, model_overrides=None) -> str:
+def config_fingerprint(config, num_experts: int, model_additions=None) -> str:
     """A stable JSON string of the config parts that a checkpoint's shapes depend on.
 
-    `model_overrides` are the method's additions to the model (a router, ...).
+    `model_additions` are the method's additions to the model (a router, ...).
     """
     model = {k: v for k, v in config.model.to_dict().items()
              if k not in ("expert_strategy", "init_checkpoint")}
-    model.update(model_overrides or {})
+    model.update(model_additions or {})
     parts = {"model": model, "num_experts": num_experts, "data": config.data.name}
     return json.dumps(parts, sort_keys=True, default=str)
 

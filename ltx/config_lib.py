@@ -1,9 +1,15 @@
 """Config defaults shared by every file in configs/; each experiment overrides what its paper sets."""
 
+import contextvars
+import copy
+import functools
 import importlib.util
 import os
 
 import ml_collections
+
+# The keys of `config.stages.<name>` that link stages instead of overriding the config.
+LINK_KEYS = ("init_from", "teacher_from")
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -18,45 +24,17 @@ def base_config() -> ml_collections.ConfigDict:
     c.distributed = False  # jax.distributed.initialize() for multi-host (or LTX_DISTRIBUTED=1).
 
     c.data = ml_collections.ConfigDict()
-    c.data.name = "digits_lt"
-    c.data.data_dir = ""  # TFDS data_dir for the CIFAR datasets.
-    c.data.imbalance_ratio = 100.0
-    c.data.profile = "exp"
-    c.data.subset_seed = 0  # The references' rand_number for the long-tailed selection.
+    c.data.name = ""  # A dataset helper below sets it with its family's fields.
     c.data.num_workers = 0  # grain worker processes for decoding and augmentation.
     c.data.sampler = "shuffle"  # Or 'class_balanced' (RIDE's router stage).
-    # List-file datasets (imagenet_lt, inaturalist2018, places_lt; ltx/data/image_lists.py):
-    c.data.root = ""  # Image root; the list files' paths are relative to it.
-    c.data.list_dir = ""  # Folder of the list files; '' = data.root.
-    # List file names (relative to list_dir) or absolute paths; '' = the reference name
-    # (image_lists.DEFAULT_LISTS), 'none' = no such split (val only).
-    c.data.train_list = ""
-    c.data.val_list = ""
-    c.data.test_list = ""
-    c.data.check_files = False  # Stat every listed image when the dataset is built.
     c.data.augment = ml_collections.ConfigDict()
     # 'cifar': padded crop/flip/rotation/AutoAugment on fixed-size images (digits, CIFAR);
     # 'imagenet': random resized crop/flip/colour jitter/RandAugment (the list-file datasets).
     c.data.augment.kind = "cifar"
-    c.data.augment.flip = True  # Both kinds.
-    c.data.augment.crop_padding = 4  # 'cifar' fields.
-    c.data.augment.rotation = 0.0
-    c.data.augment.autoaugment = False
-    c.data.augment.crop_size = 224  # 'imagenet' fields; crop_size is also the eval crop.
-    c.data.augment.eval_resize = 256  # Shorter side before the eval centre crop.
-    c.data.augment.crop_scale = (0.08, 1.0)  # RandomResizedCrop area fraction ...
-    c.data.augment.crop_ratio = (3 / 4, 4 / 3)  # ... and aspect-ratio range.
-    c.data.augment.color_jitter = (0.4, 0.4, 0.4, 0.0)  # Brightness, contrast, saturation, hue.
-    c.data.augment.randaugment = False  # timm 'rand-n{ops}-m{magnitude}-mstd{magnitude_std}'.
-    c.data.augment.randaugment_ops = 2
-    c.data.augment.randaugment_magnitude = 10.0
-    c.data.augment.randaugment_magnitude_std = 0.5
+    c.data.augment.flip = True
 
     c.model = ml_collections.ConfigDict()
-    c.model.name = "resnet32"
-    c.model.widths = (16, 32, 64)
-    c.model.blocks_per_stage = 5
-    c.model.strides = (1, 2, 2)
+    c.model.name = "resnet32"  # A trunk helper below sets its family's fields.
     c.model.num_shared_stages = 1
     c.model.head = "cosine"
     c.model.cosine_scale = 30.0
@@ -66,9 +44,10 @@ def base_config() -> ml_collections.ConfigDict:
     # trunk weights are copied into every expert (see ltx.checkpointing.transplant).
     c.model.init_checkpoint = ""
 
+    # The method's fields come from its home's config helper (e.g.
+    # `ltx.methods.balpoe.method_config`, `ltx.methods.ride.config.method_config`).
     c.method = ml_collections.ConfigDict()
-    c.method.name = "balpoe"
-    c.method.lambdas = (1.0, 0.0, -1.0)
+    c.method.name = ""
 
     c.optimizer = ml_collections.ConfigDict()
     c.optimizer.name = "sgd"
@@ -113,6 +92,68 @@ def base_config() -> ml_collections.ConfigDict:
     return c
 
 
+def add_fixed_size_data(c: ml_collections.ConfigDict, name: str, *,
+                        imbalance_ratio: float) -> ml_collections.ConfigDict:
+    """The fields of the in-memory fixed-size datasets (digits-LT, CIFAR-10/100-LT): the
+    long-tailed subset and the 'cifar' augmentation. In place; returns `c`."""
+    c.data.name = name
+    c.data.data_dir = ""  # TFDS data_dir for the CIFAR datasets.
+    c.data.imbalance_ratio = imbalance_ratio
+    c.data.profile = "exp"
+    c.data.subset_seed = 0  # The references' rand_number for the long-tailed selection.
+    c.data.augment.kind = "cifar"
+    c.data.augment.crop_padding = 4
+    c.data.augment.rotation = 0.0
+    c.data.augment.autoaugment = False
+    return c
+
+
+def add_list_file_data(c: ml_collections.ConfigDict, name: str, *,
+                       root: str = "") -> ml_collections.ConfigDict:
+    """The fields of the list-file datasets (ImageNet-LT, iNaturalist 2018, Places-LT;
+    `ltx/data/image_lists.py`) and of the 'imagenet' augmentation. In place; returns `c`."""
+    c.data.name = name
+    c.data.root = root  # Image root; the list files' paths are relative to it.
+    c.data.list_dir = ""  # Folder of the list files; '' = data.root.
+    # List file names (relative to list_dir) or absolute paths; '' = the reference name
+    # (image_lists.DEFAULT_LISTS), 'none' = no such split (val only).
+    c.data.train_list = ""
+    c.data.val_list = ""
+    c.data.test_list = ""
+    c.data.check_files = False  # Stat every listed image when the dataset is built.
+    if name == "list_files":  # Any dataset in this layout; the others have a known size.
+        c.data.num_classes = 0
+    c.data.augment.kind = "imagenet"
+    c.data.augment.crop_size = 224  # Also the eval crop.
+    c.data.augment.eval_resize = 256  # Shorter side before the eval centre crop.
+    c.data.augment.crop_scale = (0.08, 1.0)  # RandomResizedCrop area fraction ...
+    c.data.augment.crop_ratio = (3 / 4, 4 / 3)  # ... and aspect-ratio range.
+    c.data.augment.color_jitter = (0.4, 0.4, 0.4, 0.0)  # Brightness, contrast, saturation, hue.
+    c.data.augment.randaugment = False  # timm 'rand-n{ops}-m{magnitude}-mstd{magnitude_std}'.
+    c.data.augment.randaugment_ops = 2
+    c.data.augment.randaugment_magnitude = 10.0
+    c.data.augment.randaugment_magnitude_std = 0.5
+    return c
+
+
+def add_cifar_resnet(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The CIFAR ResNet-32 trunk's fields. In place; returns `c`."""
+    c.model.name = "resnet32"
+    c.model.widths = (16, 32, 64)
+    c.model.blocks_per_stage = 5
+    c.model.strides = (1, 2, 2)
+    return c
+
+
+def add_imagenet_resnet(c: ml_collections.ConfigDict, arch: str) -> ml_collections.ConfigDict:
+    """An ImageNet trunk ('resnet10', 'resnet50', 'resnet152', 'resnext50_32x4d'): its name and
+    the 4 stage plane counts. In place; returns `c`."""
+    c.model.name = arch
+    c.model.widths = (64, 128, 256, 512)
+    c.model.stride_on_1x1 = False  # True: Caffe-style bottlenecks (Caffe-converted weights).
+    return c
+
+
 def load_config_file(path: str, arg: str | None = None) -> ml_collections.ConfigDict:
     """`get_config(arg)` of the config file at `path`, as `--config=path:arg` would give it."""
     if not os.path.isfile(path):
@@ -124,12 +165,20 @@ def load_config_file(path: str, arg: str | None = None) -> ml_collections.Config
     return module.get_config(arg)
 
 
+_TINY = contextvars.ContextVar("ltx_tiny_config", default=False)
+# Config arguments that a `tiny=1` config sets to 1 unless they are given.
+_TINY_ARGUMENTS = ("epochs", "expert_epochs")
+
+
 def parse_arg(arg: str | None, **defaults):
     """Parses 'key=value,key=value' config arguments into a dict of typed values.
 
-    Example: `get_config('ir=50')`, or on the command line `--config=configs/x.py:ir=50`.
+    Example: `get_config('ir=50')`, or on the command line `--config=configs/x.py:ir=50`. Inside
+    a `tiny=1` config (`tiny_option`) the epoch arguments default to 1.
     """
     values = dict(defaults)
+    if _TINY.get():
+        values.update({k: type(defaults[k])(1) for k in _TINY_ARGUMENTS if k in defaults})
     for item in filter(None, (arg or "").split(",")):
         key, sep, value = item.partition("=")
         if not sep or key not in defaults:
@@ -139,15 +188,67 @@ def parse_arg(arg: str | None, **defaults):
     return values
 
 
-def digits_lt_config(*, lambdas, imbalance_ratio: float = 10.0, mixup_alpha: float = 0.0,
+def shrink(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The `tiny=1` version of a config (big_vision's `runlocal`): a 1-block CIFAR trunk at a
+    quarter of the widths (ImageNet trunks: a quarter of the planes), stages of at most one epoch,
+    no periodic evaluation, synchronous checkpoints. For tests and smoke runs; in place."""
+    def quarter(widths):
+        return tuple(max(int(w) // 4, 2) for w in widths)
+
+    def shrink_model(model):
+        if "widths" in model:
+            model.widths = quarter(model.widths)
+        if "blocks_per_stage" in model:
+            model.blocks_per_stage = 1
+
+    shrink_model(c.model)
+    c.eval.every_epochs = 0
+    c.checkpoint.async_save = False
+    for name in c.get("stage_order", ()):
+        stage = c.stages[name]
+        if "model" in stage:
+            shrink_model(stage.model)
+        if "num_epochs" in stage:
+            stage.num_epochs = min(int(stage.num_epochs), 1)
+        if "eval" in stage and "every_epochs" in stage.eval:
+            stage.eval.every_epochs = 0
+        if "checkpoint" in stage and "every_epochs" in stage.checkpoint:
+            stage.checkpoint.every_epochs = min(int(stage.checkpoint.every_epochs), 1)
+    return c
+
+
+def tiny_option(get_config):
+    """Decorator of a config file's `get_config(arg)`: adds the config argument `tiny` (0 or 1)
+    to every config; `tiny=1` gives `shrink` of the config, with epoch arguments defaulting to 1
+    (e.g. `--config=configs/digits_lt_ride.py:tiny=1`)."""
+    @functools.wraps(get_config)
+    def wrapped(arg=None):
+        items = [item for item in (arg or "").split(",") if item]
+        tiny_items = [item for item in items if item.partition("=")[0] == "tiny"]
+        rest = ",".join(item for item in items if item.partition("=")[0] != "tiny")
+        tiny = False
+        for item in tiny_items:
+            value = item.partition("=")[2]
+            if value not in ("0", "1"):
+                raise ValueError(f"config argument {item!r}; expected tiny=0 or tiny=1")
+            tiny = value == "1"
+        token = _TINY.set(tiny)
+        try:
+            c = get_config(rest or None)
+        finally:
+            _TINY.reset(token)
+        return shrink(c) if tiny else c
+    return wrapped
+
+
+def digits_lt_config(*, imbalance_ratio: float = 10.0, mixup_alpha: float = 0.0,
                      num_epochs: int = 60):
-    """digits-LT with BalPoE's CIFAR recipe scaled to 8x8 images and a short schedule."""
-    c = base_config()
-    c.data.name = "digits_lt"
-    c.data.imbalance_ratio = imbalance_ratio
+    """digits-LT with BalPoE's CIFAR recipe scaled to 8x8 images and a short schedule, on the
+    CIFAR ResNet-32; the method is the config's (`c.method = ...`)."""
+    c = add_cifar_resnet(add_fixed_size_data(base_config(), "digits_lt",
+                                             imbalance_ratio=imbalance_ratio))
     c.data.augment.crop_padding = 1
     c.data.augment.flip = False
-    c.method.lambdas = tuple(lambdas)
     c.mixup_alpha = mixup_alpha
     c.num_epochs = num_epochs
     c.batch_size = 64
@@ -161,23 +262,22 @@ def digits_lt_config(*, lambdas, imbalance_ratio: float = 10.0, mixup_alpha: flo
     return c
 
 
-def cifar_lt_config(*, dataset: str, lambdas, imbalance_ratio: float, mixup_alpha: float,
+def cifar_lt_config(*, dataset: str, imbalance_ratio: float, mixup_alpha: float,
                     rotation: float = 15.0):
-    """The standard 200-epoch CIFAR-LT schedule of SADE/BalPoE (methods.md sections 3, 4.3)."""
-    c = base_config()
-    c.data.name = dataset
-    c.data.imbalance_ratio = imbalance_ratio
+    """The standard 200-epoch CIFAR-LT schedule of SADE/BalPoE (docs/methods/balpoe.md) on the
+    CIFAR ResNet-32; the method is the config's (`c.method = ...`)."""
+    c = add_cifar_resnet(add_fixed_size_data(base_config(), dataset,
+                                             imbalance_ratio=imbalance_ratio))
     c.data.augment.rotation = rotation
     c.data.num_workers = 2
-    c.method.lambdas = tuple(lambdas)
     c.mixup_alpha = mixup_alpha
     c.eval.every_epochs = 20
     c.eval.batch_size = 1024
     return c
 
 
-# The reference recipes at ImageNet scale (methods.md sections 3, 4.3; SADE for Places-LT):
-# (epochs, lr, global batch, weight decay, schedule, warmup, decay epochs).
+# The reference recipes at ImageNet scale (docs/methods/sade.md, docs/methods/balpoe.md; SADE for
+# Places-LT): (epochs, lr, global batch, weight decay, schedule, warmup, decay epochs).
 _LARGE_SCALE_RECIPES = {
     "imagenet_lt": (180, 0.025, 64, 5e-4, "cosine", 0, ()),
     "inaturalist2018": (100, 0.2, 512, 2e-4, "cosine", 0, ()),
@@ -185,28 +285,23 @@ _LARGE_SCALE_RECIPES = {
 }
 
 
-def large_scale_config(*, dataset: str, arch: str, lambdas, mixup_alpha: float, root: str = "",
+def large_scale_config(*, dataset: str, arch: str, mixup_alpha: float, root: str = "",
                        num_epochs: int | None = None, randaugment: bool = False):
     """ImageNet-LT / iNaturalist 2018 / Places-LT with the references' recipe for `dataset`.
 
     Trunk `arch` shares the stem and layer1-2 (RIDE/SADE/BalPoE's ImageNet split) and gives every
     expert full-width layer3-4 with a cosine head x 30. `optimizer.reference_batch_size` is the
     recipe's batch, so overriding `batch_size` scales the learning rate linearly. SGD momentum 0.9
-    with Nesterov; schedules stepped per epoch as the references do.
+    with Nesterov; schedules stepped per epoch as the references do. The method is the config's
+    (`c.method = ...`).
     """
     if dataset not in _LARGE_SCALE_RECIPES:
         raise ValueError(f"dataset={dataset!r}; expected one of {sorted(_LARGE_SCALE_RECIPES)}")
     epochs, lr, batch, wd, schedule, warmup, decay = _LARGE_SCALE_RECIPES[dataset]
-    c = base_config()
-    c.data.name = dataset
-    c.data.root = root
+    c = add_imagenet_resnet(add_list_file_data(base_config(), dataset, root=root), arch)
     c.data.num_workers = 8
-    c.data.augment.kind = "imagenet"
     c.data.augment.randaugment = randaugment
-    c.model.name = arch
-    c.model.widths = (64, 128, 256, 512)
     c.model.num_shared_stages = 2
-    c.method.lambdas = tuple(lambdas)
     c.mixup_alpha = mixup_alpha
     c.num_epochs = epochs if num_epochs is None else num_epochs
     sgd_recipe(c, lr=lr, batch_size=batch, weight_decay=wd, schedule=schedule,
@@ -216,33 +311,6 @@ def large_scale_config(*, dataset: str, arch: str, lambdas, mixup_alpha: float, 
     c.checkpoint.every_epochs = max(c.num_epochs // 10, 1)
     c.log_every_steps = 100
     return c
-
-
-def margin_method(name: str, *, drw_epoch: int, gamma: float = 1.0) -> ml_collections.ConfigDict:
-    """`config.method` of LDAM-DRW ('ldam_drw') or focal loss ('focal'), LDAM-DRW's defaults."""
-    return ml_collections.ConfigDict(dict(
-        name=name, num_experts=1, max_margin=0.5, scale=30.0, drw_epoch=drw_epoch,
-        beta=0.9999, gamma=gamma))
-
-
-def ldam_drw_schedule(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """LDAM-DRW's optimizer: SGD 0.1 without Nesterov, wd 2e-4, warmup 5, x0.01 at 80%/90%."""
-    c.optimizer.nesterov = False
-    c.optimizer.weight_decay = 2e-4
-    c.schedule.decay_factor = 0.01
-    return c
-
-
-def ride_method(*, num_experts: int = 3, diversity_factor: float = -0.45, reweight_epoch: int,
-                reweight_factor: float = 0.05, router_top_k: int = 30
-                ) -> ml_collections.ConfigDict:
-    """`config.method` of RIDE (`ltx.methods.ride`), stage 1, the CIFAR defaults."""
-    return ml_collections.ConfigDict(dict(
-        name="ride", stage="experts", num_experts=num_experts, max_margin=0.5, scale=30.0,
-        base_temperature=1.0, diversity_factor=diversity_factor, reweight_factor=reweight_factor,
-        reweight_epoch=reweight_epoch, beta=0.9999, distill=False, distill_temperature=1.5,
-        distill_multiplicity="official", router_hidden=16, router_top_k=router_top_k,
-        router_pos_weight=100.0, router_threshold=0.5))
 
 
 def sgd_recipe(c: ml_collections.ConfigDict, *, lr: float, batch_size: int, weight_decay: float,
@@ -262,58 +330,67 @@ def sgd_recipe(c: ml_collections.ConfigDict, *, lr: float, batch_size: int, weig
     return c
 
 
-def ride_stages(c: ml_collections.ConfigDict, *, distill: int, router_batch_size: int,
-                distill_warmup_epochs: int, router_epochs: int = 5
-                ) -> ml_collections.ConfigDict:
-    """RIDE's stages: [a distilled student,] then the router.
+def _check_override_keys(base: ml_collections.ConfigDict, overrides: dict, where: str) -> list:
+    """The dotted names in `overrides` that `base` has no field for."""
+    unknown = []
+    for key, value in overrides.items():
+        if key not in base:
+            unknown.append(f"{where}.{key}")
+        elif isinstance(value, dict) and isinstance(base[key], ml_collections.ConfigDict):
+            unknown += _check_override_keys(base[key], value, f"{where}.{key}")
+    return unknown
 
-    `distill`: 0 none; 1 a 6-expert teacher stage, then the student distilled from it; 2 the
-    student distilled from the finished run in `config.teacher.workdir` (e.g. a published
-    teacher).
 
-    The router stage (methods.md 2.4) starts from the experts' checkpoint, freezes them, samples
-    classes uniformly and trains 5 epochs of cosine from lr 0.01 (Nesterov, wd 5e-4) without
-    warmup.
+def _merge(base: ml_collections.ConfigDict, overrides) -> None:
+    """Sets `overrides` (nested dicts) into `base`, recursing into existing sub-configs."""
+    for key, value in overrides.items():
+        if isinstance(value, (ml_collections.ConfigDict, dict)) and isinstance(
+                base.get(key), ml_collections.ConfigDict):
+            _merge(base[key], value)
+        else:
+            base[key] = copy.deepcopy(value.to_dict() if isinstance(
+                value, ml_collections.ConfigDict) else value)
+
+
+def stage_configs(config: ml_collections.ConfigDict
+                  ) -> list[tuple[str, ml_collections.ConfigDict, dict[str, str]]]:
+    """[(name, config of the stage, links {'init_from': name, 'teacher_from': name})] of a
+    multi-stage config (`config.stage_order`, `config.stages.<name>`); [] for a single run.
+
+    Each stage's config is `config` without `stages` and `stage_order`, with the stage's
+    overrides merged in. Raises ValueError for a stage without overrides, a link to a stage
+    that does not come before, an unknown stage under `config.stages`, or override keys that the
+    config has no field for (all of them named, e.g. `config.stages.router.num_epoch`).
     """
-    if distill not in (0, 1, 2):
-        raise ValueError(f"distill={distill!r}; expected 0 (none), 1 (teacher stage) or 2 "
-                         "(teacher.workdir)")
-    c.stage_order = ("experts", "router")
-    c.stages.experts = ml_collections.ConfigDict()
-    if distill == 2:
-        c.stages.experts = ml_collections.ConfigDict({
-            "method": {"distill": True},
-            "schedule": {"warmup_epochs": distill_warmup_epochs}})
-    if distill == 1:
-        c.stage_order = ("teacher", "experts", "router")
-        c.stages.teacher = ml_collections.ConfigDict({"method": {"num_experts": 6}})
-        c.stages.experts = ml_collections.ConfigDict({
-            "teacher_from": "teacher", "method": {"distill": True},
-            "schedule": {"warmup_epochs": distill_warmup_epochs}})
-    c.stages.router = ml_collections.ConfigDict({
-        "init_from": "experts", "num_epochs": router_epochs, "batch_size": router_batch_size,
-        "method": {"stage": "router"}, "data": {"sampler": "class_balanced"},
-        "optimizer": {"lr": 0.01, "reference_batch_size": 0, "nesterov": True,
-                      "weight_decay": 5e-4},
-        "schedule": {"name": "cosine", "warmup_epochs": 0, "decay_epochs": ()},
-        "eval": {"every_epochs": 0}, "checkpoint": {"every_epochs": router_epochs}})
-    return c
-
-
-def ala_moe_method(*, num_experts: int = 3, router_epoch: int, drw_epoch: int
-                   ) -> ml_collections.ConfigDict:
-    """`config.method` of ALA + MoE (`ltx.methods.ala_moe`), stage 'moe'."""
-    return ml_collections.ConfigDict(dict(
-        name="ala_moe", stage="moe", num_experts=num_experts, scale=30.0,
-        router_epoch=router_epoch, drw_epoch=drw_epoch, beta=0.9999, distill_temperature=2.0))
-
-
-def ala_moe_stages(c: ml_collections.ConfigDict, *, full_widths) -> ml_collections.ConfigDict:
-    """The MoE, then its distillation into one full-width expert trained from scratch with the
-    same schedule (`teacher_from` the MoE)."""
-    c.stage_order = ("moe", "distill")
-    c.stages.moe = ml_collections.ConfigDict()
-    c.stages.distill = ml_collections.ConfigDict({
-        "teacher_from": "moe", "method": {"stage": "distill", "num_experts": 1},
-        "model": {"widths": tuple(full_widths)}})
-    return c
+    order = tuple(config.get("stage_order", ()))
+    stages = config.get("stages", ml_collections.ConfigDict()) or ml_collections.ConfigDict()
+    unknown = sorted(set(stages.keys()) - set(order))
+    if unknown:
+        raise ValueError(f"config.stages has {unknown} but config.stage_order={order}; expected "
+                         "every stage to be listed in stage_order")
+    if len(set(order)) != len(order):
+        raise ValueError(f"config.stage_order={order} names a stage twice")
+    base = ml_collections.ConfigDict(config.to_dict())
+    for key in ("stages", "stage_order"):
+        if key in base:
+            del base[key]
+    result, bad_keys = [], []
+    for index, name in enumerate(order):
+        if name not in stages:
+            raise ValueError(f"config.stage_order names {name!r} but config.stages.{name} is "
+                             "missing")
+        overrides = stages[name].to_dict()
+        links = {key: overrides.pop(key) for key in LINK_KEYS if key in overrides}
+        for key, target in links.items():
+            if target and target not in order[:index]:
+                raise ValueError(f"config.stages.{name}.{key}={target!r}; expected one of the "
+                                 f"stages before it: {list(order[:index])}")
+        bad_keys += _check_override_keys(base, overrides, f"config.stages.{name}")
+        stage = ml_collections.ConfigDict(base.to_dict())
+        _merge(stage, overrides)
+        result.append((name, stage, {k: v for k, v in links.items() if v}))
+    if bad_keys:
+        raise ValueError(f"unknown stage override key(s) {bad_keys}: the config has no such "
+                         f"field (stage overrides may set only existing fields, plus "
+                         f"{list(LINK_KEYS)})")
+    return result

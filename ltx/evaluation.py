@@ -13,14 +13,15 @@ from typing import Callable
 
 import numpy as np
 
-from ltx import methods, metrics
+from ltx import metrics
+from ltx.outputs import Outputs, model_outputs, select  # noqa: F401 (select re-exported)
 from ltx.data import pipeline, splits
 
 
 def predict_split(eval_step: Callable, state, split: splits.Split, *, batch_size: int, mean,
                   std, to_global: Callable, sharding: pipeline.Sharding = pipeline.Sharding(),
                   transform: pipeline.EvalTransform | None = None
-                  ) -> tuple[methods.Outputs, np.ndarray]:
+                  ) -> tuple[Outputs, np.ndarray]:
     """The model's outputs on every record of `split`, in split order.
 
     Args:
@@ -36,14 +37,14 @@ def predict_split(eval_step: Callable, state, split: splits.Split, *, batch_size
       transform: the dataset's `eval_transform` (None for fixed-size records).
 
     Returns:
-      (`methods.Outputs` of host arrays: logits float32 [E, N, C], router [N, K] or None;
+      (`Outputs` of host arrays: logits float32 [E, N, C], router [N, K] or None;
       labels int [N]).
     """
     logit_chunks, router_chunks, positions = [], [], []
     for batch in pipeline.eval_batches(split, global_batch_size=batch_size, mean=mean, std=std,
                                        transform=transform, sharding=sharding):
         outputs, mask, index = eval_step(state, to_global(batch))
-        outputs = methods.model_outputs(outputs)
+        outputs = model_outputs(outputs)
         mask, index = np.asarray(mask), np.asarray(index)
         logit_chunks.append(np.asarray(outputs.logits, np.float32)[:, mask])
         if outputs.router is not None:
@@ -51,16 +52,8 @@ def predict_split(eval_step: Callable, state, split: splits.Split, *, batch_size
         positions.append(index[mask])
     order = np.argsort(np.concatenate(positions), kind="stable")
     router = np.concatenate(router_chunks)[order] if router_chunks else None
-    return (methods.Outputs(np.concatenate(logit_chunks, axis=1)[:, order], router),
+    return (Outputs(np.concatenate(logit_chunks, axis=1)[:, order], router),
             np.asarray(split.labels))
-
-
-def select(outputs: methods.Outputs, index) -> methods.Outputs:
-    """The samples `index` (an index array or boolean mask over N) of predicted outputs."""
-    return methods.Outputs(outputs.logits[:, index],
-                           None if outputs.router is None else outputs.router[index],
-                           None if outputs.teacher_logits is None
-                           else outputs.teacher_logits[index])
 
 
 def metric_report(expert_logits: np.ndarray, logits: np.ndarray, labels: np.ndarray,

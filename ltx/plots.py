@@ -107,12 +107,13 @@ def per_class_accuracy(path: str, class_counts: np.ndarray, accuracies: Mapping[
 
 
 def test_distribution_accuracy(path: str, names: Sequence[str], plain: Sequence[float],
-                               corrected: Sequence[float],
+                               corrected: Sequence[float] | None,
                                experts: Mapping[str, Sequence[float]] | None = None) -> Figure:
     """Top-1 accuracy (%) on each test distribution, without and with the prior correction.
 
     `names` run from forward-50 (head-heavy) through uniform to backward-50 (tail-heavy);
-    `experts` optionally adds each expert's uncorrected accuracy as thin lines.
+    `experts` optionally adds each expert's uncorrected accuracy as thin lines; `corrected` is
+    None for a method without a test-prior correction.
     """
     x = np.arange(len(names))
     fig = Figure(figsize=(max(7.5, 0.75 * len(names)), 4.5))
@@ -120,12 +121,14 @@ def test_distribution_accuracy(path: str, names: Sequence[str], plain: Sequence[
     for label, values in (experts or {}).items():
         ax.plot(x, values, linestyle=":", marker=".", linewidth=1, alpha=0.8, label=label)
     ax.plot(x, plain, marker="o", linewidth=2, color="black", label="ensemble")
-    ax.plot(x, corrected, marker="s", linewidth=2, color="tab:red",
-            label="ensemble + log test prior")
+    if corrected is not None:
+        ax.plot(x, corrected, marker="s", linewidth=2, color="tab:red",
+                label="ensemble + log test prior")
     ax.set_xticks(x, names, rotation=45, ha="right")
     ax.set(xlabel="test class distribution (forward: head-heavy, backward: tail-heavy)",
            ylabel="top-1 accuracy (%)", title="Accuracy under shifted test priors")
-    values = np.concatenate([np.asarray(plain, float), np.asarray(corrected, float)]
+    values = np.concatenate([np.asarray(plain, float)]
+                            + ([] if corrected is None else [np.asarray(corrected, float)])
                             + [np.asarray(v, float) for v in (experts or {}).values()])
     ax.set_ylim(max(0.0, np.nanmin(values) - 5), min(100.0, np.nanmax(values) + 3))
     ax.grid(True, alpha=0.3)
@@ -141,7 +144,7 @@ def expert_priors(path: str, train_prior: np.ndarray, lambdas: Sequence[float],
       train_prior: float [C] training class frequencies pi.
       lambdas: lambda_k of each expert; expert k is expected to carry the prior pi^lambda_k
         (normalised): the training prior for lambda 1, uniform for 0, inverse for -1.
-      estimated: float [E, C] each expert's estimated prior (`ltx.evaluate.implied_priors`).
+      estimated: float [E, C] each expert's estimated prior (`ltx.report.implied_priors`).
     """
     prior = np.asarray(train_prior, np.float64)
     x = np.arange(prior.shape[0])

@@ -15,9 +15,11 @@ path (the dataset's `eval_transform` where it has one, else a bilinear resize: 8
 and normalised with its mean and std. digits-LT images are light strokes on a dark
 background (scikit-learn's convention): invert a dark-on-light scan first.
 
-The ensemble logits are the method's aggregation of the expert logits (BalPoE: their mean, the
-balanced posterior when mean(lambda) = 0). A target prior adds its log to them, BalPoE's post-hoc
-correction; it is exact for balanced logits, i.e. methods whose lambdas average to 0.
+The prediction is the method's final predictor (`ltx.workdirs.final_predictor`): the ensemble's
+aggregation of the expert logits (BalPoE: their mean, the balanced posterior when
+mean(lambda) = 0), RIDE's router cascade, ALA + MoE's distilled model, the fused class-balanced
+experts. A target prior goes through the method's test-prior correction (BalPoE: add its log);
+a method without one refuses a prior.
 """
 
 from __future__ import annotations
@@ -27,10 +29,9 @@ import sys
 from typing import Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from ltx import evaluate, methods, trainer
+from ltx import workdirs
 from ltx.data import augment, datasets
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm",
@@ -118,34 +119,23 @@ def fit_image(image: np.ndarray, image_shape: Sequence[int], eval_transform=None
 
 
 class Predictor:
-    """A restored run that maps images to class probabilities."""
+    """A finished workdir's final predictor that maps images to class probabilities."""
 
-    def __init__(self, run: trainer.Run):
-        self.run = run
-        self.state = run.state
-        self.num_classes = run.dataset.num_classes
-        self.image_shape = tuple(run.dataset.image_shape)
-        model, aggregate = run.model, run.method.aggregate
-        self.correct_prior = run.method.correct_prior
-
-        def forward(params, batch_stats, images):
-            outputs = methods.model_outputs(jax.tree.map(
-                lambda x: x.astype(jnp.float32),
-                model.apply({"params": params, "batch_stats": batch_stats}, images,
-                            train=False)))
-            return outputs.logits, aggregate(outputs, params)
-
-        self._forward = jax.jit(forward)
+    def __init__(self, predictor):
+        self.predictor = predictor
+        self.dataset = predictor.dataset
+        self.num_classes = self.dataset.num_classes
+        self.image_shape = tuple(self.dataset.image_shape)
 
     @classmethod
     def from_workdir(cls, workdir: str, *, step: int | None = None,
                      config=None) -> "Predictor":
-        """Loads `workdir`'s latest (or `step`) checkpoint.
+        """Loads `workdir`'s latest (or `step`) checkpoint(s).
 
         `config` (default: the workdir's config.json) must describe the model that wrote the
         checkpoint; otherwise `ltx.checkpointing.CheckpointMismatchError` names the difference.
         """
-        return cls(evaluate.restore_run(workdir, step, config))
+        return cls(workdirs.final_predictor(workdir, step, config))
 
     def preprocess(self, images) -> np.ndarray:
         """float32 [N, H, W, C] model input from uint8 images (a batch array or a list)."""
@@ -153,9 +143,9 @@ class Predictor:
             images = list(images)
         elif isinstance(images, np.ndarray):
             images = [images]
-        transform = self.run.dataset.eval_transform
+        transform = self.dataset.eval_transform
         fitted = np.stack([fit_image(image, self.image_shape, transform) for image in images])
-        return augment.normalize(fitted, self.run.dataset.mean, self.run.dataset.std)
+        return augment.normalize(fitted, self.dataset.mean, self.dataset.std)
 
     def logits(self, images, target_prior=None, *, batch_size: int = 256
                ) -> tuple[np.ndarray, np.ndarray]:
@@ -164,13 +154,12 @@ class Predictor:
         inputs = self.preprocess(images)
         experts, ensemble = [], []
         for start in range(0, inputs.shape[0], batch_size):
-            e, l = self._forward(self.state.params, self.state.batch_stats,
-                                 inputs[start:start + batch_size])
+            e, l = self.predictor.predict_images(inputs[start:start + batch_size])
             experts.append(np.asarray(e))
             ensemble.append(np.asarray(l))
         expert_logits, logits = np.concatenate(experts, 1), np.concatenate(ensemble)
         if prior is not None:
-            logits = np.asarray(self.correct_prior(jnp.asarray(logits), prior))
+            logits = self.predictor.correct_prior(logits, prior)
         return expert_logits, logits
 
     def predict_proba(self, images, target_prior=None) -> np.ndarray:
@@ -191,37 +180,58 @@ def top_k(probs: np.ndarray, k: int) -> list[list[tuple[int, float]]]:
     return [[(int(c), float(p[c])) for c in row] for row, p in zip(order, probs)]
 
 
-def main(argv=None) -> int:
-    import argparse
+def _define_flags():
+    """The CLI's absl flags (defined on first use, so importing this module defines none)."""
+    from absl import flags
+    if "top_k" in flags.FLAGS:
+        return
+    if "workdir" not in flags.FLAGS:
+        flags.DEFINE_string("workdir", None, "A finished training workdir.")
+    flags.DEFINE_integer("top_k", 5, "How many classes to print per image.")
+    if "step" not in flags.FLAGS:
+        flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
+    flags.DEFINE_string("prior", None, "Comma-separated target class prior, one value per "
+                        "class, summing to 1.")
+    # `--help` lists the key flags of the main module (sys.argv[0], e.g. the console script).
+    import sys
+    for flag in flags.FLAGS.get_key_flags_for_module(__name__):
+        flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
 
-    parser = argparse.ArgumentParser(prog="python -m ltx.predict",
-                                     description="Top-k classes of images under a trained run.")
-    parser.add_argument("--workdir", required=True, help="training workdir")
-    parser.add_argument("paths", nargs="+", help="image files or folders of images")
-    parser.add_argument("--top_k", type=int, default=5)
-    parser.add_argument("--step", type=int, default=None, help="checkpoint step (latest)")
-    parser.add_argument("--prior", default=None,
-                        help="comma-separated target class prior, one value per class, sum 1")
-    args = parser.parse_args(argv)
+
+def _main(argv) -> int:
+    from absl import flags
+    f = flags.FLAGS
+    paths = argv[1:]
+    if not f.workdir or not paths:
+        print("ltx.predict: error: usage: ltx-predict --workdir=<dir> <image or folder> ...",
+              file=sys.stderr)
+        return 1
     prior = None
     try:
-        if args.prior is not None:
+        if f.prior is not None:
             try:
-                prior = [float(x) for x in args.prior.split(",")]
+                prior = [float(x) for x in f.prior.split(",")]
             except ValueError:
-                parser.error(f"--prior={args.prior!r}: expected comma-separated numbers")
+                raise ValueError(f"--prior={f.prior!r}: expected comma-separated numbers")
             # Checked before the model is restored, so a typo fails at once.
-            num_classes, _ = datasets.spec(evaluate.load_config(args.workdir).data.name)
+            num_classes, _ = datasets.spec(workdirs.load_config(f.workdir).data)
             prior = check_prior(prior, num_classes)
-        predictor = Predictor.from_workdir(args.workdir, step=args.step)
-        files, probs = predictor.predict_paths(args.paths, prior)
+        predictor = Predictor.from_workdir(f.workdir, step=f.step)
+        files, probs = predictor.predict_paths(paths, prior)
     except (ValueError, FileNotFoundError) as err:
         print(f"ltx.predict: error: {err}", file=sys.stderr)
         return 1
-    for name, best in zip(files, top_k(probs, args.top_k)):
+    for name, best in zip(files, top_k(probs, f.top_k)):
         print(f"{name}: " + ", ".join(f"{c} ({p:.3f})" for c, p in best))
     return 0
 
 
+def main(argv=None) -> None:
+    """`ltx-predict --workdir=<dir> <image or folder> ... [--top_k=5] [--prior=...]`."""
+    from absl import app
+    _define_flags()
+    app.run(_main, argv=argv)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    main()

@@ -34,6 +34,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from ltx import checkpointing, evaluation, methods, metric_writers, models, optim
 from ltx.data import datasets, mixup as mixup_lib, pipeline
+from ltx.outputs import Outputs, model_outputs
 
 
 @flax.struct.dataclass
@@ -102,7 +103,7 @@ class Teacher:
     variables: Any
 
     def logits(self, variables, images) -> jax.Array:
-        outputs = methods.model_outputs(self.model.apply(variables, images, train=False))
+        outputs = model_outputs(self.model.apply(variables, images, train=False))
         return jax.lax.stop_gradient(self.method.aggregate(outputs, variables["params"]))
 
     @classmethod
@@ -146,7 +147,7 @@ def make_train_step(model, method: methods.Method, tx: optax.GradientTransformat
         def loss_fn(params):
             raw, updates = model.apply({"params": params, "batch_stats": state.batch_stats},
                                        images, train=True, mutable=["batch_stats"])
-            outputs = methods.model_outputs(raw, teacher_logits)
+            outputs = model_outputs(raw, teacher_logits)
             if mixup_alpha > 0:
                 loss = mixup_lib.mixup_loss(lambda y: method.loss(outputs, y, epoch), labels_a,
                                             labels_b, lam)
@@ -222,27 +223,83 @@ def _crossed(step: int, steps_per_epoch: float, every: int) -> bool:
     return after > before and after % every == 0
 
 
+def pretrained_variables(path: str, params, batch_stats) -> tuple[Any, Any, str]:
+    """(params, batch_stats, summary) of a model initialised from `model.init_checkpoint`.
+
+    `path` is an ltx workdir (or its checkpoints/ or checkpoints/<step> folder), whose variables
+    are matched by name and shape (`checkpointing.transplant`: a one-expert checkpoint goes into
+    every expert, a head of another shape keeps its initial value), or a PyTorch / safetensors /
+    npz checkpoint file of a reference layout (`ltx.convert.layouts`: torchvision ResNets, RIDE /
+    BalPoE / SADE expert ResNets, LDAM-DRW's ResNet-32), converted without PyTorch.
+    """
+    if os.path.isfile(path):
+        from ltx.convert import arrays, layouts
+        state_dict = arrays.load_state_dict(path)
+        variables, report = layouts.convert(
+            state_dict.arrays, {"params": params, "batch_stats": batch_stats},
+            keep_other_head=True)
+        return variables["params"], variables.get("batch_stats", batch_stats), report.summary()
+    source = checkpointing.load_pretrained(path)
+    params, report = checkpointing.transplant(params, source["params"])
+    if jax.tree.leaves(batch_stats) and jax.tree.leaves(source["batch_stats"]):
+        batch_stats, _ = checkpointing.transplant(batch_stats, source["batch_stats"])
+    kept = ", ".join(report["kept"][:4]) + (", ..." if len(report["kept"]) > 4 else "")
+    return params, batch_stats, (f"{len(report['copied'])} parameters copied, "
+                                 f"{len(report['broadcast'])} broadcast to every expert, "
+                                 f"{len(report['kept'])} kept ({kept})")
+
+
+@dataclasses.dataclass(frozen=True)
+class Parts:
+    """What a config builds before any training: the dataset, the method and its model.
+
+    `dataset` is the method's view of `config.data` (`ltx.methods.dataset_view`); `model` is the
+    trunk of `config.model` with the method's additions (`Method.model`).
+    """
+
+    dataset: Any
+    method: methods.Method
+    model: Any
+
+
+def build_method_and_model(config: ml_collections.ConfigDict, class_counts
+                           ) -> tuple[methods.Method, Any]:
+    """The method of `config.method` for these training counts [C] and its model (no data is
+    read, nothing is compiled)."""
+    method = methods.build(config.method, class_counts)
+    trunk = models.build(config.model, num_classes=len(class_counts),
+                         num_experts=method.num_experts)
+    return method, method.model(trunk)
+
+
+def build(config: ml_collections.ConfigDict) -> Parts:
+    """Builds the dataset (reading it), the method and the model of `config`. The one place
+    that does so: the trainer, the stages, the stats tool and the experiments all call it."""
+    dataset = methods.dataset_view(config, datasets.build(config.data))
+    method, model = build_method_and_model(config, dataset.class_counts)
+    return Parts(dataset=dataset, method=method, model=model)
+
+
 class Run:
-    """A configured training run: data, model, method, optimizer and jitted steps.
+    """A configured training run: its parts (`build`), optimizer, steps and the training loop.
 
     Build one from a config and call `train()`; the pieces are attributes so a notebook can
-    inspect them or call `evaluate()` on a restored state.
+    inspect them or call `evaluate()` on a restored state. A method that distils needs a
+    `teacher` to train, not to be restored or evaluated.
     """
 
     def __init__(self, config: ml_collections.ConfigDict, workdir: str, *,
-                 teacher: Teacher | None = None):
+                 parts: Parts | None = None, teacher: Teacher | None = None):
         validate_config(config)
-        self.teacher = teacher
         self.config = config
         self.workdir = workdir
+        self.teacher = teacher
+        self.state: TrainState | None = None
+        parts = build(config) if parts is None else parts
+        self.dataset, self.method, self.model = parts.dataset, parts.method, parts.model
         self.mesh = make_mesh()
         self.to_global = make_to_global(self.mesh)
         self.sharding = pipeline.Sharding(jax.process_index(), jax.process_count())
-        self.dataset = datasets.build(config.data)
-        self.method = methods.build(config.method, self.dataset.class_counts)
-        self.model = models.build(config.model, num_classes=self.dataset.num_classes,
-                                  num_experts=self.method.num_experts,
-                                  **self.method.model_overrides)
         self.steps_per_epoch = len(self.dataset.train) / config.batch_size
         self.total_steps = math.ceil(config.num_epochs * self.steps_per_epoch)
         self.learning_rate = optim.learning_rate_schedule(
@@ -252,20 +309,37 @@ class Run:
         self.tx = optim.make_optimizer(config.optimizer, self.learning_rate,
                                        trainable=self.method.trainable,
                                        expert_lr_scales=self.method.expert_lr_scales)
-        mixup_epochs = config.get("mixup_epochs", -1)
-        self.train_step = make_train_step(
-            self.model, self.method, self.tx, self.learning_rate, self.mesh,
-            mixup_alpha=config.mixup_alpha, mixup_epochs=None if mixup_epochs < 0 else mixup_epochs,
-            steps_per_epoch=self.steps_per_epoch, teacher=teacher)
         self.eval_step = make_eval_step(self.model, self.mesh)
+        self.fingerprint = checkpointing.config_fingerprint(config, self.method.num_experts,
+                                                            self.method.model_additions)
         # Initialisers draw from the 'rbg' PRNG: XLA:CPU needs minutes to compile threefry for
         # the hundreds of initialisers of a multi-expert ResNet, seconds for rbg. Its bits come
         # from XLA's RngBitGenerator, so initial weights depend on the backend (CPU/GPU/TPU) but
         # not on the device count. Mixup and data order keep threefry.
         self.init_rng = jax.random.key(config.seed, impl="rbg")
         self.step_rng = jax.random.fold_in(jax.random.key(config.seed), 1)
+        self._train_step = None
+        self._forward = None
 
     # -- pieces ---------------------------------------------------------------------------
+
+    @property
+    def train_step(self):
+        """The jitted train step (`make_train_step`), built on first use: it needs the teacher
+        of a distilling method, which restoring or evaluating a run does not."""
+        if self._train_step is None:
+            mixup_epochs = self.config.mixup_epochs
+            self._train_step = make_train_step(
+                self.model, self.method, self.tx, self.learning_rate, self.mesh,
+                mixup_alpha=self.config.mixup_alpha,
+                mixup_epochs=None if mixup_epochs < 0 else mixup_epochs,
+                steps_per_epoch=self.steps_per_epoch, teacher=self.teacher)
+        return self._train_step
+
+    @train_step.setter
+    def train_step(self, step_fn) -> None:
+        """Replaces the train step (tests wrap it to stop a run mid-way)."""
+        self._train_step = step_fn
 
     def initial_state(self, *, pretrained: bool = True) -> TrainState:
         """Freshly initialised state; with `pretrained`, `model.init_checkpoint` loaded into it."""
@@ -274,17 +348,10 @@ class Run:
         path = self.config.model.get("init_checkpoint", "")
         if not (pretrained and path):
             return state
-        source = checkpointing.load_pretrained(path)
-        params, report = checkpointing.transplant(jax.device_get(state.params),
-                                                  source["params"])
-        batch_stats = jax.device_get(state.batch_stats)
-        if jax.tree.leaves(batch_stats) and jax.tree.leaves(source["batch_stats"]):
-            batch_stats, _ = checkpointing.transplant(batch_stats, source["batch_stats"])
+        params, batch_stats, summary = pretrained_variables(
+            path, jax.device_get(state.params), jax.device_get(state.batch_stats))
         if jax.process_index() == 0:
-            print(f"Initialised from {path}: {len(report['copied'])} parameters copied, "
-                  f"{len(report['broadcast'])} broadcast to every expert, "
-                  f"{len(report['kept'])} kept ({', '.join(report['kept'][:4])}"
-                  f"{', ...' if len(report['kept']) > 4 else ''})", flush=True)
+            print(f"Initialised from {path}: {summary}", flush=True)
         replicated = NamedSharding(self.mesh, P())
         params, batch_stats = _replicate((params, batch_stats), replicated)
         opt_state = jax.jit(self.tx.init, out_shardings=replicated)(params)
@@ -296,12 +363,11 @@ class Run:
             self.dataset.train, global_batch_size=cfg.batch_size, seed=cfg.seed,
             mean=self.dataset.mean, std=self.dataset.std,
             transform=pipeline.make_transform(cfg.data.augment), sharding=self.sharding,
-            sampler=cfg.data.get("sampler", "shuffle"))
+            sampler=cfg.data.sampler)
 
-    def predict(self, state: TrainState, split_name="test"
-                ) -> tuple[methods.Outputs, np.ndarray]:
-        """(outputs, labels [N]) of `state` on 'test', 'val' or a Split: `methods.Outputs` of
-        host arrays, expert logits float32 [E, N, C] and, for routed models, router [N, K]."""
+    def predict(self, state: TrainState, split_name="test") -> tuple[Outputs, np.ndarray]:
+        """(outputs, labels [N]) of `state` on 'test', 'val' or a Split: `Outputs` of host
+        arrays, expert logits float32 [E, N, C] and, for routed models, router [N, K]."""
         split = split_name
         if isinstance(split_name, str):
             split = getattr(self.dataset, split_name)
@@ -312,17 +378,35 @@ class Run:
             mean=self.dataset.mean, std=self.dataset.std, to_global=self.to_global,
             sharding=self.sharding, transform=self.dataset.eval_transform)
 
-    def aggregate(self, state: TrainState, outputs: methods.Outputs) -> np.ndarray:
+    def forward(self, state: TrainState, images) -> Outputs:
+        """`Outputs` (host float32 arrays) of the model on normalised images [N, H, W, C]."""
+        if self._forward is None:
+            model = self.model
+
+            def forward(variables, images):
+                return jax.tree.map(lambda x: x.astype(jnp.float32),
+                                    model.apply(variables, images, train=False))
+
+            self._forward = jax.jit(forward)
+        raw = self._forward({"params": state.params, "batch_stats": state.batch_stats},
+                            jnp.asarray(images, jnp.float32))
+        return model_outputs(jax.tree.map(np.asarray, raw))
+
+    def aggregate(self, state: TrainState, outputs: Outputs) -> np.ndarray:
         """The ensemble's logits [N, C] of predicted `outputs` (`predict`), float32."""
         outputs = jax.tree.map(jnp.asarray, outputs)
         return np.asarray(self.method.aggregate(outputs, jax.device_get(state.params)),
                           np.float32)
 
     def evaluate(self, state: TrainState, split_name: str = "test") -> dict[str, float]:
-        """The metric report of `state` on 'test' or 'val' (see `evaluation.metric_report`)."""
+        """The metric report of `state` on 'test' or 'val' (see `evaluation.metric_report`),
+        with the method's evaluators' numbers."""
         outputs, labels = self.predict(state, split_name)
         logits = self.aggregate(state, outputs)
         if self.config.eval.posthoc_test_prior:
+            if self.method.correct_prior is None:
+                raise ValueError(f"eval.posthoc_test_prior=True, but method "
+                                 f"{self.method.name!r} has no test-prior correction")
             # BalPoE's oracle correction: the test loader's empirical class frequencies.
             test_prior = np.bincount(labels, minlength=self.dataset.num_classes) / len(labels)
             logits = np.asarray(self.method.correct_prior(jnp.asarray(logits), test_prior))
@@ -330,8 +414,7 @@ class Run:
             outputs.logits, logits, labels, self.dataset.class_counts,
             shot_convention=self.config.eval.shot_convention,
             num_bins=self.config.eval.num_bins)
-        if self.method.routing_report is not None:
-            report.update(self.method.routing_report(self, state, outputs, labels))
+        report.update(self.method.evaluate(outputs, labels, self.dataset, self.config))
         return report
 
     def restore(self, step: int | None = None) -> TrainState:
@@ -342,12 +425,10 @@ class Run:
         """
         if not os.path.isdir(os.path.join(self.workdir, "checkpoints")):
             raise FileNotFoundError(f"no checkpoints/ directory in {self.workdir}")
-        fingerprint = checkpointing.config_fingerprint(self.config, self.method.num_experts,
-                                                    self.method.model_overrides)
         checkpointer = checkpointing.Checkpointer(self.workdir, async_save=False)
         try:
             self.state, _, _ = checkpointer.restore(self.initial_state(pretrained=False),
-                                                    {"fingerprint": fingerprint}, step=step)
+                                                    {"fingerprint": self.fingerprint}, step=step)
         finally:
             checkpointer.close()
         return self.state
@@ -357,25 +438,15 @@ class Run:
     def train(self) -> dict[str, Any]:
         """Trains (resuming from the workdir's latest checkpoint) and returns the final metrics."""
         cfg, is_main = self.config, jax.process_index() == 0
+        if self.method.needs_teacher and self.teacher is None:
+            raise ValueError(f"method {self.method.name!r} distils from a teacher, but none was "
+                             "given (set config.teacher.workdir, or run it as a stage after its "
+                             "teacher)")
         os.makedirs(self.workdir, exist_ok=True)
-        num_experts = self.method.num_experts
-        fingerprint = checkpointing.config_fingerprint(cfg, num_experts,
-                                                    self.method.model_overrides)
         checkpointer = checkpointing.Checkpointer(self.workdir,
                                                   max_to_keep=cfg.checkpoint.max_to_keep,
                                                   async_save=cfg.checkpoint.async_save)
-        state = self.initial_state(pretrained=checkpointer.latest_step() is None)
-        train_ds = self.train_data()
-        iterator = pipeline.train_iterator(train_ds, num_workers=cfg.data.num_workers)
-        if checkpointer.latest_step() is not None:
-            state, data_state, _ = checkpointer.restore(state, {"fingerprint": fingerprint})
-            iterator.set_state(data_state)
-            if is_main:
-                print(f"Resumed from step {int(state.step)} in {checkpointer.directory}",
-                      flush=True)
-        elif is_main:
-            with open(os.path.join(self.workdir, "config.json"), "w") as f:
-                f.write(cfg.to_json_best_effort(indent=2))
+        state, iterator = self._start(checkpointer)
         writer = metric_writers.create_writer(self.workdir, process_index=jax.process_index(),
                                               tensorboard=cfg.tensorboard)
         start_step = int(state.step)
@@ -385,9 +456,8 @@ class Run:
                                                enabled=is_main)
         progress.start(start_step)
         pending, start_time = [], time.perf_counter()
-        eval_split = "val" if self.dataset.val is not None else "test"
         teacher_variables = None if self.teacher is None else self.teacher.variables
-        meta = {"fingerprint": fingerprint, "seed": cfg.seed}
+        meta = {"fingerprint": self.fingerprint, "seed": cfg.seed}
 
         for step in range(start_step, self.total_steps):
             batch = self.to_global(next(iterator))
@@ -395,36 +465,68 @@ class Run:
             pending.append(step_metrics)
             last = step + 1 == self.total_steps
             if (step + 1) % cfg.log_every_steps == 0 or last:
-                fetched = jax.device_get(pending)
-                count = sum(float(m["count"]) for m in fetched)
-                scalars = {"loss": sum(float(m["loss_sum"]) for m in fetched) / count,
-                           "train_top1": 100.0 * sum(float(m["correct"]) for m in fetched)
-                           / count,
-                           "lr": float(fetched[-1]["lr"])}
+                self._log(step + 1, pending, writer, progress)
                 pending = []
-                scalars["img_per_s"] = progress.update(step + 1, (step + 1) / self.steps_per_epoch,
-                                                       scalars)
-                writer.write_scalars(step + 1, scalars)
             if _crossed(step, self.steps_per_epoch, cfg.eval.every_epochs) and not last:
-                report = self.evaluate(state, eval_split)
-                writer.write_scalars(step + 1, {f"{eval_split}/{k}": v
-                                                for k, v in report.items()})
-                if is_main:
-                    print(f"  {eval_split} @ epoch {round((step + 1) / self.steps_per_epoch)}: "
-                          f"top1 {report['top1_all']:.2f} (many {report['top1_many']:.2f}, "
-                          f"medium {report['top1_medium']:.2f}, few {report['top1_few']:.2f}), "
-                          f"ece {report['ece']:.2f}", flush=True)
-            if (_crossed(step, self.steps_per_epoch, cfg.checkpoint.every_epochs) or last
-                    or checkpointer.reached_preemption(step + 1)):
-                checkpointer.save(step + 1, state, iterator.get_state(), meta, force=True)
-                if checkpointer.reached_preemption(step + 1):
-                    checkpointer.wait_until_finished()
-                    raise SystemExit(f"Preempted at step {step + 1}; checkpoint saved.")
+                self._periodic_eval(step + 1, state, writer)
+            self._maybe_checkpoint(step, last, state, iterator, meta, checkpointer)
             writer.flush()
         checkpointer.close()
-        wall = time.perf_counter() - start_time
         self.state = state
+        return self._final_report(state, time.perf_counter() - start_time, writer)
 
+    def _start(self, checkpointer) -> tuple[TrainState, Any]:
+        """The state and data iterator to train from: the latest checkpoint's, else fresh ones
+        (with `model.init_checkpoint` loaded), writing config.json for a fresh run."""
+        state = self.initial_state(pretrained=checkpointer.latest_step() is None)
+        iterator = pipeline.train_iterator(self.train_data(),
+                                           num_workers=self.config.data.num_workers)
+        if checkpointer.latest_step() is not None:
+            state, data_state, _ = checkpointer.restore(state, {"fingerprint": self.fingerprint})
+            iterator.set_state(data_state)
+            if jax.process_index() == 0:
+                print(f"Resumed from step {int(state.step)} in {checkpointer.directory}",
+                      flush=True)
+        elif jax.process_index() == 0:
+            with open(os.path.join(self.workdir, "config.json"), "w") as f:
+                f.write(self.config.to_json_best_effort(indent=2))
+        return state, iterator
+
+    def _log(self, step: int, pending: list, writer, progress) -> None:
+        """Writes the mean loss, train top-1 and lr of the steps since the last log point."""
+        fetched = jax.device_get(pending)
+        count = sum(float(m["count"]) for m in fetched)
+        scalars = {"loss": sum(float(m["loss_sum"]) for m in fetched) / count,
+                   "train_top1": 100.0 * sum(float(m["correct"]) for m in fetched) / count,
+                   "lr": float(fetched[-1]["lr"])}
+        scalars["img_per_s"] = progress.update(step, step / self.steps_per_epoch, scalars)
+        writer.write_scalars(step, scalars)
+
+    def _periodic_eval(self, step: int, state: TrainState, writer) -> None:
+        """Evaluates on val (test without a val split) and logs the headline numbers."""
+        split = "val" if self.dataset.val is not None else "test"
+        report = self.evaluate(state, split)
+        writer.write_scalars(step, {f"{split}/{k}": v for k, v in report.items()})
+        if jax.process_index() == 0:
+            print(f"  {split} @ epoch {round(step / self.steps_per_epoch)}: "
+                  f"top1 {report['top1_all']:.2f} (many {report['top1_many']:.2f}, "
+                  f"medium {report['top1_medium']:.2f}, few {report['top1_few']:.2f}), "
+                  f"ece {report['ece']:.2f}", flush=True)
+
+    def _maybe_checkpoint(self, step: int, last: bool, state, iterator, meta,
+                          checkpointer) -> None:
+        """Saves at every `checkpoint.every_epochs`, at the end and on preemption (then exits)."""
+        done = step + 1
+        if (_crossed(step, self.steps_per_epoch, self.config.checkpoint.every_epochs) or last
+                or checkpointer.reached_preemption(done)):
+            checkpointer.save(done, state, iterator.get_state(), meta, force=True)
+            if checkpointer.reached_preemption(done):
+                checkpointer.wait_until_finished()
+                raise SystemExit(f"Preempted at step {done}; checkpoint saved.")
+
+    def _final_report(self, state: TrainState, wall: float, writer) -> dict[str, Any]:
+        """Evaluates test (and val), writes final_metrics.json and prints the table."""
+        cfg = self.config
         rows = {"test": self.evaluate(state, "test")}
         if self.dataset.val is not None:
             rows["val"] = self.evaluate(state, "val")
@@ -433,10 +535,11 @@ class Run:
         final.update({"seed": cfg.seed, "steps": int(state.step),
                       "epochs": cfg.num_epochs, "train_seconds": wall,
                       "dataset": self.dataset.name, "method": self.method.name,
-                      "num_experts": num_experts, "shot_convention": cfg.eval.shot_convention})
+                      "num_experts": self.method.num_experts,
+                      "shot_convention": cfg.eval.shot_convention})
         writer.write_scalars(int(state.step), {f"final/{k}": v for k, v in rows["test"].items()})
         writer.close()
-        if is_main:
+        if jax.process_index() == 0:
             with open(os.path.join(self.workdir, "final_metrics.json"), "w") as f:
                 json.dump(final, f, indent=2, sort_keys=True)
             print(f"\nFinished {self.total_steps} steps ({cfg.num_epochs} epochs) in "
@@ -454,10 +557,3 @@ class Run:
                 f"expert(s), {params / 1e6:.3f} M parameters | {self.total_steps} steps of "
                 f"{self.config.batch_size} on {jax.device_count()} {jax.default_backend()} "
                 f"device(s)")
-
-
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-    """Trains `config` in `workdir` (every stage of a multi-stage method, resuming where it
-    stopped); returns the final metrics. The same as `ltx.stages.train`."""
-    from ltx import stages  # stages builds on this module.
-    return stages.train(config, workdir)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tiny_run import tiny_config
+from helpers import tiny_config
 
 
 @pytest.fixture(scope="session")

@@ -55,11 +55,8 @@ def tree(tmp_path_factory):
 
 
 def _config(root, crop_size=224, eval_resize=256):
-    c = config_lib.base_config()
-    c.data.name = "imagenet_lt"
-    c.data.root = str(root)
+    c = config_lib.add_list_file_data(config_lib.base_config(), "imagenet_lt", root=str(root))
     c.data.list_dir = str(root / "lists")
-    c.data.augment.kind = "imagenet"
     c.data.augment.crop_size = crop_size
     c.data.augment.eval_resize = eval_resize
     return c
@@ -273,7 +270,8 @@ def test_randaugment_magnitude_maps():
 
 
 def test_default_augment_config_keeps_the_cifar_transform():
-    c = config_lib.base_config()
+    c = config_lib.add_fixed_size_data(config_lib.base_config(), "cifar100_lt",
+                                       imbalance_ratio=100.0)
     assert c.data.augment.kind == "cifar"
     image = _photo(32, 32)
     np.testing.assert_array_equal(
@@ -335,7 +333,7 @@ def test_imagenet_lt_balpoe_config_trains_and_evaluates_over_the_tree(tree, tmp_
         assert json.load(f)["dataset"] == "imagenet_lt"
     assert np.isfinite(final["nll"]) and np.isfinite(final["val_nll"])
     # The shipped test-agnostic lists replace the subsets cut from the test split.
-    from ltx import evaluate
+    from ltx import report as evaluate
 
     report = evaluate.evaluate_workdir(str(tmp_path / "run"), run=run, pictures=False)
     assert list(report["distributions"]) == ["forward-2"]

@@ -1,4 +1,4 @@
-"""Long-tailed counts and the reference's per-class selection order (methods.md 0.1)."""
+"""Long-tailed counts and the reference's per-class selection order (docs/shared.md)."""
 
 import numpy as np
 import pytest

@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from helpers import np_log_softmax as _np_log_softmax
 from ltx import losses
-
-
-def _np_log_softmax(z):
-    z = z - z.max(-1, keepdims=True)
-    return z - np.log(np.exp(z).sum(-1, keepdims=True))
+from ltx.methods.sade import loss as sade_losses
+from ltx.methods.ride import loss as ride_losses
+from ltx.methods.cbe import loss as cbe_losses
+from ltx.methods.ala_moe import loss as ala_losses
+from ltx.methods.ace import loss as ace_losses
 
 
 def _np_ce(logits, labels, weights=None):
@@ -139,13 +140,13 @@ _LOSSES = {  # name: loss of (logits [3, B, C], labels [B]) in the logits' dtype
     "cross_entropy": lambda z, y: losses.cross_entropy(z[0], y, class_weights=np.ones(_C)),
     "logit_adjusted_loss": lambda z, y: losses.logit_adjusted_loss(z[0], y, class_counts=N5),
     "gla_loss": lambda z, y: losses.gla_loss(z, y, class_counts=N5, lambdas=(1, 0, -1)),
-    "sade_loss": lambda z, y: losses.sade_loss(z, y, class_counts=N5),
-    "ala_loss": lambda z, y: losses.ala_loss(z[0], y, class_counts=N5),
-    "ace_loss": lambda z, y: losses.ace_loss(z, y, target_masks=np.arange(_C) >= np.array([[0], [2], [3]])),
+    "sade_loss": lambda z, y: sade_losses.sade_loss(z, y, class_counts=N5),
+    "ala_loss": lambda z, y: ala_losses.ala_loss(z[0], y, class_counts=N5),
+    "ace_loss": lambda z, y: ace_losses.ace_loss(z, y, target_masks=np.arange(_C) >= np.array([[0], [2], [3]])),
     "focal_loss": lambda z, y: losses.focal_loss(z[0], y, gamma=1.0),
     "ldam_loss": lambda z, y: losses.ldam_loss(z[0], y, class_counts=N5),
-    "ride_loss": lambda z, y: losses.ride_loss(z, y, class_counts=N5, reweighting=True),
-    "outlier_exposure_loss": lambda z, y: losses.outlier_exposure_loss(
+    "ride_loss": lambda z, y: ride_losses.ride_loss(z, y, class_counts=N5, reweighting=True),
+    "outlier_exposure_loss": lambda z, y: cbe_losses.outlier_exposure_loss(
         z[0, :, :3], y, in_expert_mask=np.arange(_C) < 3),
 }
 

@@ -6,15 +6,11 @@ import numpy as np
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from helpers import np_log_softmax as _np_log_softmax
 from ltx import losses
 
 # CIFAR-100-LT, imbalance ratio 100: n_i = int(500 * 0.01^(i / 99)).
 CIFAR100_IR100 = np.array([int(500 * 0.01 ** (i / 99)) for i in range(100)])
-
-
-def _np_log_softmax(z):
-    z = z - z.max(-1, keepdims=True)
-    return z - np.log(np.exp(z).sum(-1, keepdims=True))
 
 
 def _np_nll(z, y):

@@ -1,7 +1,5 @@
 """ACE as a method: planner, stop-gradient experts, expert learning rates, aggregation, configs."""
 
-import os
-
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -9,17 +7,20 @@ import numpy as np
 import optax
 import pytest
 
-from ltx import config_lib, losses, methods, models, optim, trainer
-from ltx.methods import ace
+from helpers import load_config, tiny_config
 
-CONFIG_DIR = os.path.join(os.path.dirname(__file__), os.pardir, "configs")
+from ltx import config_lib, methods, models, optim, trainer
+from ltx.methods import ace
+from ltx.methods.ace import loss as ace_losses
+
 # Residual shares r_j = 1, .533, .252, .112, .037: (0.4, 0.1) splits at j = 1 and 3.
 COUNTS = np.array([50, 30, 15, 8, 4])
 THRESHOLDS = (0.4, 0.1)
 
 
 def _method_config(thresholds=THRESHOLDS, **fields):
-    return ml_collections.ConfigDict(dict(name="ace", thresholds=thresholds, **fields))
+    return ml_collections.ConfigDict({"name": "ace", "thresholds": thresholds,
+                                      "lr_scaling": "linear", **fields})
 
 
 def _numpy_plan(counts, thresholds):
@@ -44,7 +45,7 @@ def test_planner_matches_numpy_and_handles_any_class_order():
     assert splits == [1, 3]
     np.testing.assert_array_equal(masks, expected_masks)
     np.testing.assert_allclose(shares, expected_shares, rtol=1e-12)
-    np.testing.assert_array_equal(masks, losses.ace_split(COUNTS, THRESHOLDS))
+    np.testing.assert_array_equal(masks, ace_losses.ace_split(COUNTS, THRESHOLDS))
     # Unsorted labels: the masks follow the classes (by frequency rank), not index ranges.
     perm = np.array([3, 0, 4, 2, 1])
     masks_p, shares_p = ace.plan(COUNTS[perm], THRESHOLDS)
@@ -62,11 +63,11 @@ def test_planner_matches_numpy_and_handles_any_class_order():
 
 
 def _tiny_model(method, num_classes, *, overrides=True):
-    c = config_lib.base_config().model
+    c = config_lib.add_cifar_resnet(config_lib.base_config()).model
     c.widths, c.blocks_per_stage, c.strides = (4, 8, 8), 1, (1, 2, 2)
     c.num_shared_stages, c.head = 2, "lws"
-    kwargs = method.model_overrides if overrides else {"head": "lws"}
-    return models.build(c, num_classes=num_classes, num_experts=method.num_experts, **kwargs)
+    trunk = models.build(c, num_classes=num_classes, num_experts=method.num_experts)
+    return method.model(trunk) if overrides else trunk
 
 
 def _per_expert_loss_jacobian(model, masks, images, labels):
@@ -77,7 +78,7 @@ def _per_expert_loss_jacobian(model, masks, images, labels):
         def expert_losses(p):
             logits, _ = model.apply({"params": p, "batch_stats": variables["batch_stats"]},
                                     images, train=True, mutable=["batch_stats"])
-            return losses.ace_expert_losses(logits, labels, target_masks=masks)
+            return ace_losses.ace_expert_losses(logits, labels, target_masks=masks)
         return jax.jacrev(expert_losses)(params)
 
     return jacobian(variables["params"])
@@ -97,7 +98,7 @@ def _shared_and_branch_norms(jac, num_experts):
 
 def test_only_the_all_class_expert_trains_the_shared_trunk():
     method = methods.build(_method_config(), COUNTS)
-    assert method.model_overrides == {"head": "lws", "stop_gradient_experts": (1, 2)}
+    assert method.model_additions == {"head": "lws", "stop_gradient_experts": (1, 2)}
     rng = np.random.default_rng(0)
     images = jnp.asarray(rng.normal(size=(10, 8, 8, 3)), jnp.float32)
     labels = jnp.asarray(np.arange(10) % 5)
@@ -157,7 +158,7 @@ def test_expert_learning_rates_follow_the_shares(lr_scaling):
 
 
 def _numpy_group_average(z, kernels, j1, j2, rescale=True):
-    """methods.md 5.7 on frequency-sorted classes: z0 | (z0 + m z1)/2 | (z0 + m z1 + f z2)/3."""
+    """docs/methods/ace.md on count-sorted classes: z0 | (z0 + m z1)/2 | (z0 + m z1 + f z2)/3."""
     z, w = np.asarray(z, np.float64), np.asarray(kernels, np.float64)
     norms = np.linalg.norm(w, axis=1)  # [E, C]
     m = norms[0].mean() / norms[1, j1:].mean() if rescale else 1.0
@@ -229,7 +230,7 @@ def test_loss_is_ace_loss():
     logits = jnp.asarray(rng.normal(size=(3, 12, 5)) * 4, jnp.float32)
     labels = jnp.asarray(rng.integers(0, 5, 12))
     masks, _ = ace.plan(COUNTS, THRESHOLDS)
-    expected = losses.ace_loss(logits, labels, target_masks=masks)
+    expected = ace_losses.ace_loss(logits, labels, target_masks=masks)
     loss = jax.jit(method.loss)
     for epoch in (0, 7):
         np.testing.assert_allclose(loss(methods.Outputs(logits), labels, jnp.int32(epoch)),
@@ -251,9 +252,8 @@ def test_loss_is_ace_loss():
     (dict(num_experts=4), "num_experts=4 but method 'ace' builds 3"),
 ])
 def test_bad_config_values_raise(fields, match):
-    config = ml_collections.ConfigDict({"name": "ace", "thresholds": THRESHOLDS, **fields})
     with pytest.raises(ValueError, match=match):
-        methods.build(config, COUNTS)
+        methods.build(_method_config(**fields), COUNTS)
 
 
 def test_missing_thresholds_and_bad_counts_raise():
@@ -265,21 +265,17 @@ def test_missing_thresholds_and_bad_counts_raise():
 
 def test_stop_gradient_experts_need_a_shared_trunk():
     method = methods.build(_method_config(), COUNTS)
-    c = config_lib.base_config().model
+    c = config_lib.add_cifar_resnet(config_lib.base_config()).model
     c.num_shared_stages = 0
     with pytest.raises(ValueError, match="needs a shared trunk"):
-        models.build(c, num_classes=5, num_experts=3, **method.model_overrides)
+        method.model(models.build(c, num_classes=5, num_experts=3))
 
 
 # -- (6) configs --------------------------------------------------------------------------------
 
 
-def _load(name, arg=None):
-    return config_lib.load_config_file(os.path.join(CONFIG_DIR, f"{name}.py"), arg)
-
-
 def test_cifar_configs_follow_the_released_recipes():
-    ir100, ir50 = _load("cifar100_lt_ace", "ir=100"), _load("cifar100_lt_ace", "ir=50")
+    ir100, ir50 = load_config("cifar100_lt_ace", "ir=100"), load_config("cifar100_lt_ace", "ir=50")
     assert ir100.method.thresholds == (0.3, 0.03) and ir50.method.thresholds == (0.4, 0.1)
     assert (ir100.num_epochs, ir100.batch_size, ir100.optimizer.weight_decay) == (280, 128, 5e-4)
     assert ir100.mixup_alpha == 0.0 and ir100.schedule.warmup_epochs == 0
@@ -287,31 +283,27 @@ def test_cifar_configs_follow_the_released_recipes():
     assert ir50.schedule.warmup_epochs == 10 and ir100.schedule.decay_epochs == (200, 240)
     assert ir100.model.num_shared_stages == 2 and ir100.model.head == "lws"
     assert ir100.eval.shot_convention == "ace"
-    assert _load("cifar100_lt_ace", "ir=10").method.thresholds == (0.4, 0.1)
+    assert load_config("cifar100_lt_ace", "ir=10").method.thresholds == (0.4, 0.1)
 
 
 def test_large_scale_configs_follow_the_released_recipes():
-    r50, r10 = _load("imagenet_lt_ace"), _load("imagenet_lt_ace", "arch=resnet10")
+    r50, r10 = load_config("imagenet_lt_ace"), load_config("imagenet_lt_ace", "arch=resnet10")
     assert (r50.num_epochs, r50.optimizer.lr, r50.schedule.decay_epochs) == (220, 0.1, (140, 180))
     assert (r10.num_epochs, r10.optimizer.lr, r10.schedule.decay_epochs) == (200, 0.08,
                                                                             (120, 160))
     assert (r50.mixup_epochs, r10.mixup_epochs) == (199, 179)
     assert r50.model.num_shared_stages == 3 and r50.batch_size == 256
-    inat = _load("inaturalist2018_ace")
+    inat = load_config("inaturalist2018_ace")
     assert (inat.num_epochs, inat.batch_size, inat.optimizer.lr) == (220, 512, 0.1)
     with pytest.raises(ValueError, match="arch='resnet152'"):
-        _load("imagenet_lt_ace", "arch=resnet152")
+        load_config("imagenet_lt_ace", "arch=resnet152")
 
 
 def test_digits_config_trains_end_to_end_with_the_mixup_tail(tmp_path):
-    config = _load("digits_lt_ace", "epochs=3,mixup=0.3")
+    config = tiny_config("digits_lt_ace", epochs=3, arg="mixup=0.3")
     assert config.mixup_epochs == 1 and config.num_epochs == 3  # Epoch 0 mixed, then unmixed.
-    full = _load("digits_lt_ace")
+    full = load_config("digits_lt_ace")
     assert full.schedule.decay_epochs == (43, 51) and full.mixup_epochs == -1
-    assert _load("digits_lt_ace", "mixup=0.3").mixup_epochs == 55  # 5 mixup-free epochs.
-    config.model.widths = (4, 8, 8)
-    config.model.blocks_per_stage = 1
-    config.checkpoint.async_save = False
-    config.eval.every_epochs = 0
+    assert load_config("digits_lt_ace", "mixup=0.3").mixup_epochs == 55  # 5 mixup-free epochs.
     final = trainer.Run(config, str(tmp_path / "run")).train()
     assert final["method"] == "ace" and np.isfinite(final["nll"])

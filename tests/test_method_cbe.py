@@ -10,12 +10,16 @@ import ml_collections
 import numpy as np
 import pytest
 
-from ltx import config_lib, methods, models, optim, stages, trainer
-from ltx.data import class_subsets, pipeline, splits
-from ltx.losses import outlier_exposure_loss, reject_class_labels
-from ltx.methods import cbe
+from helpers import load_config, tiny_config
 
-CONFIG_DIR = os.path.join(os.path.dirname(__file__), os.pardir, "configs")
+from ltx import config_lib, methods, models, optim, stages, trainer
+from ltx.data import pipeline, splits
+from ltx.methods import cbe
+from ltx.methods.cbe import config as cbe_config
+from ltx.methods.cbe import data as class_subsets
+from ltx.methods.cbe import finish as cbe_finish
+from ltx.methods.cbe.loss import outlier_exposure_loss, reject_class_labels
+
 DIGITS_COUNTS = np.array([134, 103, 80, 62, 48, 37, 28, 22, 17, 13])
 
 
@@ -118,7 +122,8 @@ def test_outlier_exposure_keeps_every_training_image():
 def test_no_expert_classes_is_the_usual_dataset():
     full = _toy_dataset()
     assert class_subsets.apply(_data_config(), full) is full
-    assert class_subsets.apply(ml_collections.ConfigDict({"name": "toy"}), full) is full
+    with pytest.raises(ValueError, match=r"lacks \['config.data.expert_classes'"):
+        class_subsets.apply(ml_collections.ConfigDict({"name": "toy"}), full)
 
 
 def test_shot_groups_of_the_digits_counts():
@@ -152,14 +157,14 @@ def test_empty_group_raises():
 
 def test_bad_method_values_raise():
     with pytest.raises(ValueError, match="method.stage='router'"):
-        methods.build(cbe.method_config(stage="router"), DIGITS_COUNTS)
+        methods.build(cbe_config.method_config(stage="router"), DIGITS_COUNTS)
     with pytest.raises(ValueError, match="method.fusion='vote'"):
-        methods.build(cbe.method_config(fusion="vote"), DIGITS_COUNTS)
-    model = config_lib.base_config().model
+        methods.build(cbe_config.method_config(fusion="vote"), DIGITS_COUNTS)
+    model = config_lib.add_cifar_resnet(config_lib.base_config()).model
     with pytest.raises(ValueError, match="num_learnable=0"):
-        cbe.trainable_pattern(model, 0)
+        cbe_config.trainable_pattern(model, 0)
     with pytest.raises(ValueError, match="num_learnable=6"):
-        cbe.trainable_pattern(model, 6)  # ResNet-32 has 3 stages: at most 5.
+        cbe_config.trainable_pattern(model, 6)  # ResNet-32 has 3 stages: at most 5.
 
 
 # --------------------------------------------------------------------------------------------
@@ -182,16 +187,15 @@ def test_expert_loss_is_cross_entropy_on_remapped_labels():
     np.testing.assert_array_equal(local, class_subsets.label_table((2, 5, 7), 10)[global_labels])
     logits = rng.normal(size=(1, 32, 4)).astype(np.float32)
     counts = np.bincount(local, minlength=4)
-    method = methods.build(cbe.method_config(stage="expert"), counts)
+    method = methods.build(cbe_config.method_config(stage="expert"), counts)
     outputs = methods.Outputs(jnp.asarray(logits))
     assert method.num_experts == 1
     np.testing.assert_allclose(method.loss(outputs, jnp.asarray(local), 0),
                                _numpy_ce(logits[0], local), rtol=1e-5)
     np.testing.assert_allclose(method.aggregate(outputs), logits[0])
-    with pytest.raises(ValueError, match="no test-prior correction"):
-        method.correct_prior(jnp.asarray(logits[0]), np.full(4, 0.25))
+    assert method.correct_prior is None  # An expert's classes are local: no global prior.
     # Outlier exposure on local labels is the OE loss on the global labels.
-    oe = methods.build(cbe.method_config(stage="expert", reject=False), counts)
+    oe = methods.build(cbe_config.method_config(stage="expert", reject=False), counts)
     expected = outlier_exposure_loss(jnp.asarray(logits[0, :, :3]), jnp.asarray(global_labels),
                                      in_expert_mask=mask, weight=0.5)
     np.testing.assert_allclose(oe.loss(outputs, jnp.asarray(local), 0), expected, rtol=1e-5)
@@ -202,7 +206,7 @@ def test_baseline_is_plain_cross_entropy_with_ce_prior_correction():
     rng = np.random.default_rng(1)
     logits = rng.normal(size=(1, 16, 10)).astype(np.float32)
     labels = rng.integers(0, 10, size=16)
-    method = methods.build(cbe.method_config(), DIGITS_COUNTS)
+    method = methods.build(cbe_config.method_config(), DIGITS_COUNTS)
     outputs = methods.Outputs(jnp.asarray(logits))
     np.testing.assert_allclose(method.loss(outputs, jnp.asarray(labels), 0),
                                _numpy_ce(logits[0], labels), rtol=1e-5)
@@ -227,8 +231,8 @@ def _parameter_paths(model_config, num_classes=3):
 
 
 def test_digits_config_stages():
-    config = config_lib.load_config_file(os.path.join(CONFIG_DIR, "digits_lt_cbe.py"))
-    built = stages.stage_configs(config)
+    config = load_config("digits_lt_cbe")
+    built = config_lib.stage_configs(config)
     assert [name for name, _, _ in built] == ["baseline", "many", "medium", "few"]
     assert config.finish == "cbe_fusion"
     paths = _parameter_paths(config.model)
@@ -250,12 +254,12 @@ def test_digits_config_stages():
         mask = optim.trainable_mask({p: 0 for p in paths}, pattern) if pattern else None
         trainable = set(paths) if mask is None else {p for p in paths if mask[p]}
         assert trainable == expected_trainable[name], name
-    oe = config_lib.load_config_file(os.path.join(CONFIG_DIR, "digits_lt_cbe.py"), "reject=0")
+    oe = load_config("digits_lt_cbe", "reject=0")
     assert not oe.data.reject and not oe.method.reject and oe.method.fusion == "soft_voting"
 
 
 def test_imagenet_trainable_patterns_name_resnet10_blocks():
-    config = config_lib.load_config_file(os.path.join(CONFIG_DIR, "imagenet_lt_cbe.py"))
+    config = load_config("imagenet_lt_cbe")
     model = models.build(config.model, num_classes=5, num_experts=1)
     variables = jax.eval_shape(lambda: model.init(jax.random.key(0, impl="rbg"),
                                                   jnp.zeros((1, 32, 32, 3)), train=False))
@@ -266,32 +270,15 @@ def test_imagenet_trainable_patterns_name_resnet10_blocks():
     assert trainable == {p for p in paths if p.startswith(("experts/head/", "experts/stage3/"))}
     assert config.stages.few.optimizer.trainable == r"^experts/head/"
     assert (config.batch_size, config.optimizer.lr, config.optimizer.nesterov) == (256, 0.1, False)
-    places = config_lib.load_config_file(os.path.join(CONFIG_DIR, "places_lt_cbe.py"))
-    assert [places.stages[n].data.open_ratio for n in cbe.EXPERTS] == [16, 8, 8]
+    places = load_config("places_lt_cbe")
+    assert [places.stages[n].data.open_ratio for n in cbe_config.EXPERTS] == [16, 8, 8]
     assert places.stages.few.optimizer.trainable == places.stages.medium.optimizer.trainable
     assert (places.batch_size, places.optimizer.lr) == (32, 0.01)
 
 
-def _tiny(config, *, epochs=3, expert_epochs=2):
-    config.num_epochs = epochs
-    config.schedule.decay_epochs = ()
-    config.schedule.warmup_epochs = 0
-    config.model.widths = (4, 8, 16)
-    config.model.blocks_per_stage = 1
-    config.checkpoint.async_save = False
-    config.eval.every_epochs = 0
-    config.log_every_steps = 1000
-    for name in cbe.EXPERTS:
-        config.stages[name].num_epochs = expert_epochs
-        config.stages[name].schedule.decay_epochs = ()
-        config.stages[name].eval.every_epochs = 0
-        config.stages[name].checkpoint.every_epochs = expert_epochs
-    return config
-
-
 def test_frozen_blocks_do_not_change_in_a_train_step(tmp_path):
-    config = _tiny(config_lib.load_config_file(os.path.join(CONFIG_DIR, "digits_lt_cbe.py")))
-    _, medium, _ = stages.stage_configs(config)[2]
+    config = tiny_config("digits_lt_cbe")
+    _, medium, _ = config_lib.stage_configs(config)[2]
     run = trainer.Run(medium, str(tmp_path))
     assert run.dataset.num_classes == 7  # Six medium classes and the reject class.
     state = run.initial_state(pretrained=False)
@@ -333,10 +320,11 @@ def _random_experts(num=120, seed=0):
 
 def test_oracle_is_right_wherever_a_routing_fusion_is_right():
     logits, masks, labels = _random_experts()
-    params = cbe.fit_fusions(logits, masks, labels, reject=True, open_ratios=[2.0, 6.0, 2.0],
-                             cfg=cbe.method_config(calibration_epochs=5, stacking_steps=20))
-    out = cbe.apply_fusions(params, logits, masks, labels, reject=True,
-                            open_ratios=[2.0, 6.0, 2.0], cfg=cbe.method_config())
+    params = cbe_finish.fit_fusions(
+        logits, masks, labels, reject=True, open_ratios=[2.0, 6.0, 2.0],
+        cfg=cbe_config.method_config(calibration_epochs=5, stacking_steps=20))
+    out = cbe_finish.apply_fusions(params, logits, masks, labels, reject=True,
+                                   open_ratios=[2.0, 6.0, 2.0], cfg=cbe_config.method_config())
     assert list(out) == list(cbe.FUSIONS) + ["oracle"]
     oracle_right = out["oracle"].argmax(-1) == labels
     for name in ("soft_voting", "kl_fusion", "expert_selection"):
@@ -346,24 +334,24 @@ def test_oracle_is_right_wherever_a_routing_fusion_is_right():
 
 def test_fusion_reports_without_val_cross_fit_on_test():
     logits, masks, labels = _random_experts(seed=1)
-    reports, fit_split = cbe.fusion_reports(
+    reports, fit_split = cbe_finish.fusion_reports(
         logits, labels, masks, DIGITS_COUNTS, reject=True, open_ratios=2.0,
-        cfg=cbe.method_config(calibration_epochs=5, stacking_steps=20))
+        cfg=cbe_config.method_config(calibration_epochs=5, stacking_steps=20))
     assert fit_split.startswith("test (2-fold") and list(reports) == ["test"]
     assert set(reports["test"]) == set(cbe.FUSIONS) | {"oracle"}
     # Outlier-exposure experts: no reject entry, only the fusions that do not need one.
     oe = [z[:, :-1] for z in logits]
-    reports, _ = cbe.fusion_reports(oe, labels, masks, DIGITS_COUNTS, reject=False,
-                                    open_ratios=2.0, cfg=cbe.method_config(stacking_steps=20),
-                                    expert_val=oe, val_labels=labels)
+    reports, _ = cbe_finish.fusion_reports(
+        oe, labels, masks, DIGITS_COUNTS, reject=False, open_ratios=2.0,
+        cfg=cbe_config.method_config(stacking_steps=20), expert_val=oe, val_labels=labels)
     assert set(reports["val"]) == {"soft_voting", "expert_selection", "stacking", "oracle"}
-    table = cbe.format_fusion_table(reports["test"])
+    table = cbe_finish.format_fusion_table(reports["test"])
     assert "soft_voting" in table and "top1_few" in table
 
 
 @pytest.mark.slow
 def test_fuse_stages_end_to_end(tmp_path):
-    config = _tiny(config_lib.load_config_file(os.path.join(CONFIG_DIR, "digits_lt_cbe.py")))
+    config = tiny_config("digits_lt_cbe", epochs=3)  # Experts: 1 epoch each.
     workdir = str(tmp_path / "cbe")
     final = stages.train(config, workdir)
     names = list(cbe.FUSIONS) + ["oracle", "baseline"]
@@ -380,7 +368,7 @@ def test_fuse_stages_end_to_end(tmp_path):
                                        "few": [8, 9]}
     assert set(table["test"]) == set(names) and set(table["val"]) == set(names)
     for row in table["test"].values():
-        assert set(cbe.REPORT_COLUMNS) <= set(row)
+        assert set(cbe_finish.REPORT_COLUMNS) <= set(row)
     oracle = table["test"]["oracle"]["top1_all"]
     for name in ("soft_voting", "kl_fusion", "expert_selection"):
         assert oracle >= table["test"][name]["top1_all"], name

@@ -1,49 +1,12 @@
-"""Methods: each method's loss is its `ltx.losses` function, with its schedule switches."""
+"""The method registry (`ltx.methods`): building a method from its config, with its checks."""
 
-import os
-
-import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
 
-from ltx import config_lib, losses, methods, trainer
+from ltx import methods
 
-CONFIG_DIR = os.path.join(os.path.dirname(__file__), os.pardir, "configs")
 COUNTS = np.array([134, 103, 80, 62, 48, 37, 28, 22, 17, 13])
-
-
-def _inputs(experts, seed=0):
-    rng = np.random.default_rng(seed)
-    logits = rng.uniform(-30, 30, size=(experts, 16, 10)).astype(np.float32)
-    return methods.Outputs(logits), rng.integers(0, 10, 16)
-
-
-def test_ldam_drw_switches_to_class_balanced_weights_at_the_drw_epoch():
-    method = methods.build(config_lib.margin_method("ldam_drw", drw_epoch=5), COUNTS)
-    outputs, labels = _inputs(1)
-    plain = losses.ldam_loss(outputs.logits[0], labels, class_counts=COUNTS)
-    weighted = losses.ldam_loss(outputs.logits[0], labels, class_counts=COUNTS,
-                                class_weights=losses.drw_class_weights(COUNTS))
-    loss = jax.jit(method.loss)
-    np.testing.assert_allclose(loss(outputs, labels, jnp.int32(4)), plain, rtol=1e-5)
-    np.testing.assert_allclose(loss(outputs, labels, jnp.int32(5)), weighted, rtol=1e-5)
-    assert abs(float(plain) - float(weighted)) > 1e-3
-
-
-def test_focal_and_sade_use_their_losses():
-    focal = methods.build(config_lib.margin_method("focal", drw_epoch=100, gamma=2.0), COUNTS)
-    outputs, labels = _inputs(1, seed=1)
-    np.testing.assert_allclose(focal.loss(outputs, labels, jnp.int32(0)),
-                               losses.focal_loss(outputs.logits[0], labels, gamma=2.0), rtol=1e-5)
-    sade = methods.build(ml_collections.ConfigDict(dict(name="sade", num_experts=3, tau=2.0)),
-                         COUNTS)
-    outputs, labels = _inputs(3, seed=2)
-    np.testing.assert_allclose(sade.loss(outputs, labels, jnp.int32(0)),
-                               losses.sade_loss(outputs.logits, labels, class_counts=COUNTS, tau=2.0),
-                               rtol=1e-5)
-    np.testing.assert_allclose(sade.aggregate(outputs), outputs.logits.mean(0), rtol=1e-6)
 
 
 def test_declared_expert_count_must_match_the_method():
@@ -52,14 +15,3 @@ def test_declared_expert_count_must_match_the_method():
                       COUNTS)
     with pytest.raises(ValueError, match="method.name='lfme'"):
         methods.build(ml_collections.ConfigDict(dict(name="lfme")), COUNTS)
-
-
-def test_ldam_drw_digits_config_trains_through_the_drw_switch(tmp_path):
-    config = config_lib.load_config_file(os.path.join(CONFIG_DIR, "digits_lt_ldam_drw.py"),
-                                         "epochs=3")
-    assert config.method.drw_epoch == 2
-    config.model.widths = (4, 8, 16)
-    config.model.blocks_per_stage = 1
-    config.checkpoint.async_save = False
-    final = trainer.Run(config, str(tmp_path / "run")).train()
-    assert final["method"] == "ldam_drw" and np.isfinite(final["nll"])

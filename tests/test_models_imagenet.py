@@ -195,6 +195,26 @@ def test_bottleneck_layout_and_stride_on_the_3x3():
     assert "shortcut" not in v["params"]
 
 
+def test_caffe_bottleneck_strides_on_the_1x1():
+    """Caffe layout: a 1x1 convolution with stride 2 reads x[:, ::2, ::2], so the block equals
+    the stride-1 block (same weights) on the subsampled input."""
+    caffe = Bottleneck(8, stride=2, stride_on_1x1=True)
+    x = images(3, (2, 8, 8, 6))
+    variables = caffe.init(key(0), x, train=False)
+    _, inter = caffe.apply(variables, x, train=False, capture_intermediates=True)
+    assert inter["intermediates"]["conv1"]["__call__"][0].shape == (2, 4, 4, 8)
+    subsampled = Bottleneck(8, stride=1).apply(variables, x[:, ::2, ::2], train=False)
+    np.testing.assert_allclose(caffe.apply(variables, x, train=False), subsampled, rtol=1e-5,
+                               atol=1e-5)
+    standard = Bottleneck(8, stride=2).apply(variables, x, train=False)
+    assert not np.allclose(standard, caffe.apply(variables, x, train=False))
+    model = models.build(ml_collections.ConfigDict(dict(
+        name="resnet50", num_shared_stages=2, head="linear", cosine_scale=30.0,
+        expert_strategy="vmap", widths=(8, 8, 8, 8), stride_on_1x1=True)), num_classes=5,
+        num_experts=1)
+    assert model.stride_on_1x1
+
+
 def test_zero_init_residual_gives_relu_of_the_shortcut():
     x = jnp.abs(images(2, (2, 8, 8, 16)))
     for block, last in ((Bottleneck(4, zero_init_residual=True), "bn3"),

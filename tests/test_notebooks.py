@@ -19,7 +19,7 @@ def execute(name, workdir):
                  if "parameters" in cell.get("metadata", {}).get("tags", []))
     nb.cells.insert(index + 1, nbformat.v4.new_code_cell(
         f"EPOCHS = 1\nTINY_MODEL = True\nWORKDIR = {str(workdir)!r}"))
-    NotebookClient(nb, timeout=300, kernel_name="python3",
+    NotebookClient(nb, timeout=1200, kernel_name="python3",
                    resources={"metadata": {"path": NOTEBOOKS}}).execute()
     return nb
 

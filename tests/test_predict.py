@@ -10,7 +10,7 @@ from PIL import Image
 
 from ltx import checkpointing, predict
 
-from tiny_run import tiny_config
+from helpers import tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +26,7 @@ def predictor(workdir):
 @pytest.fixture(scope="module")
 def test_images(predictor):
     """The first 40 uint8 test images of digits-LT and their labels."""
-    split = predictor.run.dataset.test
+    split = predictor.dataset.test
     records = [split.source[int(i)] for i in split.indices[:40]]
     return np.stack([r["image"] for r in records]), split.labels[:40]
 
@@ -36,7 +36,7 @@ def test_probabilities_sum_to_one_and_match_run_evaluate(predictor, test_images)
     probs = predictor.predict_proba(images)
     assert probs.shape == (40, 10)
     np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
-    run = predictor.run
+    run = predictor.predictor.run
     expert_logits = run.predict(run.state, "test")[0].logits
     mine_experts, mine = predictor.logits(images)
     np.testing.assert_allclose(mine_experts, expert_logits[:, :40], rtol=1e-4, atol=1e-4)

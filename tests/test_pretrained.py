@@ -1,16 +1,14 @@
 """Initialising a model from another run's checkpoint (`model.init_checkpoint`)."""
 
-import os
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ltx import checkpointing, config_lib, trainer
-from ltx.models.multi_expert import MultiExpertResNet
+from helpers import tiny_config
 
-_CONFIG = os.path.join(os.path.dirname(__file__), os.pardir, "configs", "digits_lt_ce.py")
+from ltx import checkpointing, trainer
+from ltx.models.multi_expert import MultiExpertResNet
 
 
 def _variables(model):
@@ -63,17 +61,11 @@ def test_an_unrelated_checkpoint_is_rejected():
 
 
 def test_run_starts_from_a_previous_run(tmp_path):
-    config = config_lib.load_config_file(_CONFIG, "epochs=1")
-    config.model.widths = (4, 8, 16)
-    config.model.blocks_per_stage = 1
-    config.checkpoint.async_save = False
+    config = tiny_config("digits_lt_ce", epochs=1)
     first = trainer.Run(config, str(tmp_path / "ce"))
     first.train()
 
-    second_config = config_lib.load_config_file(
-        os.path.join(os.path.dirname(_CONFIG), "digits_lt_balpoe.py"), "epochs=1")
-    second_config.model.widths = (4, 8, 16)
-    second_config.model.blocks_per_stage = 1
+    second_config = tiny_config("digits_lt_balpoe", epochs=1)
     second_config.model.init_checkpoint = str(tmp_path / "ce")
     state = trainer.Run(second_config, str(tmp_path / "balpoe")).initial_state()
     trained = jax.device_get(first.state.params)

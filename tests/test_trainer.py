@@ -13,34 +13,20 @@ import numpy as np
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from ltx import checkpointing, config_lib, methods, models, optim, trainer
+from helpers import CONFIG_DIR, assert_trees_close, load_config
+from helpers import tiny_config as tiny
+
+from ltx import checkpointing, methods, models, optim, trainer
 from ltx.data import digits
-
-_CONFIG_DIR = os.path.join(os.path.dirname(__file__), os.pardir, "configs")
-
-
-def load_config(name, arg=None):
-    return config_lib.load_config_file(os.path.join(_CONFIG_DIR, f"{name}.py"), arg)
 
 
 def tiny_config(epochs=2):
-    """digits-LT BalPoE with a 1-block-per-stage trunk: a handful of seconds per epoch."""
-    c = load_config("digits_lt_balpoe", f"epochs={epochs},mixup=0.4")
-    c.model.widths = (4, 8, 16)
-    c.model.blocks_per_stage = 1
+    """The tiny digits-LT BalPoE with Mixup, checkpoints and evaluation every epoch."""
+    c = tiny(epochs=epochs, arg="mixup=0.4")
     c.checkpoint.every_epochs = 1
-    c.checkpoint.async_save = False
     c.eval.every_epochs = 1
     c.log_every_steps = 4
     return c
-
-
-def assert_trees_close(a, b, rtol, atol):
-    leaves_a, tree_a = jax.tree.flatten(a)
-    leaves_b, tree_b = jax.tree.flatten(b)
-    assert tree_a == tree_b
-    for x, y in zip(leaves_a, leaves_b):
-        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol)
 
 
 def test_train_step_on_four_devices_equals_one_device():
@@ -175,7 +161,7 @@ def test_short_digits_run_learns_and_writes_final_metrics(tmp_path):
 
 def test_cli_runs_a_config_with_overrides(tmp_path):
     workdir = str(tmp_path / "cli")
-    config = os.path.join(_CONFIG_DIR, "digits_lt_balpoe.py")
+    config = os.path.join(CONFIG_DIR, "digits_lt_balpoe.py")
     result = subprocess.run(
         [sys.executable, "-m", "ltx.train", f"--config={config}:epochs=1", f"--workdir={workdir}",
          "--config.seed=7", "--config.model.blocks_per_stage=1",

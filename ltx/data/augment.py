@@ -31,7 +31,7 @@ CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2023, 0.1994, 0.2010)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-# iNaturalist 2018's own constants in RIDE/SADE/BalPoE (methods.md §0.4).
+# iNaturalist 2018's own constants in RIDE/SADE/BalPoE (docs/shared.md).
 INATURALIST_MEAN = (0.466, 0.471, 0.380)
 INATURALIST_STD = (0.195, 0.194, 0.192)
 

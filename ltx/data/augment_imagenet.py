@@ -5,7 +5,8 @@ transform here ends in a fixed `crop_size` square. Train transforms take
 `(image uint8 [H, W, C], np.random.Generator)` like `augment.Transform`; the eval transform is
 deterministic and takes the image alone. All randomness comes from the generator.
 
-What the references do (methods.md §0.4, §4.3), and what `make_train_transform` builds:
+What the references do (docs/shared.md, docs/methods/balpoe.md), and what `make_train_transform`
+builds:
   * standard schedule (RIDE, SADE, BalPoE, CBE): RandomResizedCrop(224) -> RandomHorizontalFlip
     -> ColorJitter(0.4, 0.4, 0.4, 0);
   * BalPoE long schedule: the same with RandomResizedCrop scale (0.08, 1) spelled out, followed

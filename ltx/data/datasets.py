@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from ltx.data import cifar, class_subsets, digits, image_lists, splits
+from ltx.data import cifar, digits, image_lists, splits
 
 NAMES = ("digits_lt", "cifar10_lt", "cifar100_lt", "imagenet_lt", "inaturalist2018",
-         "places_lt")
+         "places_lt", "list_files")
 
 # (num_classes, image_shape fed to the model) per dataset name, known without reading any data:
 # what `ltx.stats` and shape-only tools need. ImageNet-scale entries are the 224x224 crops.
@@ -19,38 +19,43 @@ SPECS = {
 }
 
 
-def spec(name: str) -> tuple[int, tuple[int, int, int]]:
-    """(num_classes, image_shape) of dataset `name` without loading it."""
+def spec(data) -> tuple[int, tuple[int, int, int]]:
+    """(num_classes, image_shape) of a dataset without loading it: `data` is `config.data` or a
+    dataset name ('list_files' needs the config: `data.num_classes`, `data.augment.crop_size`)."""
+    name = data if isinstance(data, str) else data.name
+    if name == "list_files":
+        if isinstance(data, str):
+            raise ValueError("the 'list_files' dataset's spec needs config.data (num_classes)")
+        size = int(data.augment.crop_size)
+        return int(data.num_classes), (size, size, 3)
     if name not in SPECS:
-        raise ValueError(f"config.data.name={name!r}; expected one of {sorted(SPECS)}")
+        raise ValueError(f"config.data.name={name!r}; expected one of {sorted(NAMES)}")
     return SPECS[name]
 
 
 def build(data_config) -> splits.Dataset:
     """Builds the dataset described by `config.data` (fields as in the configs/ files).
 
-    A class-balanced expert's config (`data.expert_classes` / `data.expert_group`) gets that
-    expert's view of the dataset (`ltx.data.class_subsets`)."""
+    A method may train on a view of it (`ltx.methods.dataset_view`, e.g. a class-balanced
+    expert's classes plus a reject class)."""
     name = data_config.name
     if name == "digits_lt":
-        dataset = digits.digits_lt(data_config.imbalance_ratio, profile=data_config.profile,
-                                   subset_seed=data_config.subset_seed)
-    elif name in ("cifar10_lt", "cifar100_lt"):
-        dataset = cifar.cifar_lt(name, data_dir=data_config.data_dir,
-                                 imbalance_ratio=data_config.imbalance_ratio,
-                                 profile=data_config.profile, subset_seed=data_config.subset_seed)
-    elif name in image_lists.DEFAULT_LISTS:
+        return digits.digits_lt(data_config.imbalance_ratio, profile=data_config.profile,
+                                subset_seed=data_config.subset_seed)
+    if name in ("cifar10_lt", "cifar100_lt"):
+        return cifar.cifar_lt(name, data_dir=data_config.data_dir,
+                              imbalance_ratio=data_config.imbalance_ratio,
+                              profile=data_config.profile, subset_seed=data_config.subset_seed)
+    if name in image_lists.DEFAULT_LISTS:
         aug = data_config.augment
         if aug.get("kind", "cifar") != "imagenet":
             raise ValueError(f"{name} has images of every size; it needs "
                              "config.data.augment.kind='imagenet' (random resized crops), got "
                              f"{aug.get('kind', 'cifar')!r}")
-        dataset = image_lists.image_list_dataset(
-            name, num_classes=spec(name)[0], root=data_config.root,
+        return image_lists.image_list_dataset(
+            name, num_classes=spec(data_config)[0], root=data_config.root,
             list_dir=data_config.list_dir, train_list=data_config.train_list,
             val_list=data_config.val_list, test_list=data_config.test_list,
             crop_size=aug.crop_size, eval_resize=aug.eval_resize,
             check_files=data_config.check_files)
-    else:
-        raise ValueError(f"config.data.name={name!r}; expected one of {NAMES}")
-    return class_subsets.apply(data_config, dataset)
+    raise ValueError(f"config.data.name={name!r}; expected one of {NAMES}")

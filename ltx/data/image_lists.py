@@ -1,7 +1,7 @@
 """Datasets read from "relative/path label" list files and an image folder.
 
 ImageNet-LT, iNaturalist 2018 and Places-LT ship as list files whose lines are
-`relative/path/to/image.jpg <label>`, paths relative to an image root (methods.md §0.4); the
+`relative/path/to/image.jpg <label>`, paths relative to an image root (docs/shared.md); the
 test-agnostic lists of SADE/BalPoE (ImageNet_LT_forward50.txt, ..._uniform.txt, ...) have the
 same format. `ImageListSource` is a random-access (grain) source over one such list: records
 decode the JPEG with Pillow to uint8 RGB [H, W, 3] when read (grayscale, CMYK and palette images
@@ -38,12 +38,15 @@ DEFAULT_LISTS = {
     "imagenet_lt": ("ImageNet_LT_train.txt", "ImageNet_LT_val.txt", "ImageNet_LT_test.txt"),
     "inaturalist2018": ("iNaturalist18_train.txt", None, "iNaturalist18_val.txt"),
     "places_lt": ("Places_LT_train.txt", "Places_LT_val.txt", "Places_LT_test.txt"),
+    # Any dataset of this layout, with `data.num_classes` classes.
+    "list_files": ("train.txt", None, "test.txt"),
 }
 
 NORMALIZATION = {
     "imagenet_lt": (augment.IMAGENET_MEAN, augment.IMAGENET_STD),
     "inaturalist2018": (augment.INATURALIST_MEAN, augment.INATURALIST_STD),
     "places_lt": (augment.IMAGENET_MEAN, augment.IMAGENET_STD),
+    "list_files": (augment.IMAGENET_MEAN, augment.IMAGENET_STD),
 }
 
 _FORMAT = "expected 'relative/path label' with an integer label"
@@ -162,10 +165,12 @@ def image_list_dataset(name: str, *, num_classes: int, root: str, list_dir: str 
                        train_list: str = "", val_list: str = "", test_list: str = "",
                        crop_size: int = 224, eval_resize: int = 256,
                        check_files: bool = False) -> splits.Dataset:
-    """ImageNet-LT, iNaturalist 2018 or Places-LT from list files.
+    """ImageNet-LT, iNaturalist 2018, Places-LT or any other dataset ('list_files') from list
+    files.
 
     Args:
-      name: a key of `DEFAULT_LISTS`.
+      name: a key of `DEFAULT_LISTS` ('list_files': `train.txt`, `test.txt` and no val list by
+        default, ImageNet's normalisation).
       num_classes: C; every label must lie in [0, C).
       root: image root the list paths are relative to.
       list_dir: folder of the list files ('' = `root`).

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ltx.losses import _input_checks as checks
 
@@ -78,6 +79,21 @@ def drw_class_weights(class_counts, *, beta: float = 0.9999) -> jax.Array:
 
 # ---------------------------------------------------------------------------------------------
 # Losses.
+
+
+def drw_schedule(class_counts, drw_epoch: int, beta: float = 0.9999):
+    """Deferred re-weighting: `weights(epoch) -> float32 [C]`, all ones before `drw_epoch` (the
+    0-indexed epoch of the switch; LDAM-DRW's `idx = epoch // 160`), the class-balanced weights
+    (`drw_class_weights`) from it on. Valid on a traced epoch, so one compiled step serves both
+    phases. Used by LDAM-DRW, focal loss and ALA + MoE.
+    """
+    if drw_epoch < 0:
+        raise ValueError(f"method.drw_epoch={drw_epoch}; expected >= 0 (a large value turns DRW "
+                         "off)")
+    balanced = jnp.asarray(drw_class_weights(np.asarray(class_counts), beta=beta), jnp.float32)
+    ones = jnp.ones_like(balanced)
+    # With all-ones weights PyTorch's weighted mean is the plain mean.
+    return lambda epoch: jnp.where(epoch >= drw_epoch, balanced, ones)
 
 
 def _margin_logits(logits, onehot, margins, scale):

@@ -1,120 +1,113 @@
-"""Methods: what a method adds on top of the shared trunk, its loss and its aggregation.
+"""Methods: one home per method, all behind one interface (`ltx.methods.base.Method`).
 
-A method is built from `config.method` and the training class counts and hands the trainer a
-`Method`: pure functions of the model's `Outputs` (expert logits [E, B, C], plus router outputs
-and a teacher's logits where the method has them), the model attributes it needs (e.g. a router,
-stop-gradient experts) and its per-parameter optimizer rules (trainable parameters, per-expert
-learning rates). Extra training stages (RIDE's router, ALA's distillation, the class-balanced
-experts) are config-level: `config.stages` (see `ltx.stages`), each stage an ordinary run.
-
-Each method keeps its whole recipe in one module of this package:
-
-| module | methods |
+| home | `config.method.name` |
 |---|---|
-| `balpoe` | BalPoE, and CE / logit adjustment as its one-expert cases |
-| `margin` | LDAM-DRW, focal loss |
-| `sade` | SADE's diverse experts |
-| `ride` | RIDE: stage 1, expert-assignment router (stage 2), self-distillation |
-| `ace` | ACE |
-| `ala_moe` | ALA + instance-aware MoE and its distillation into one expert |
-| `cbe` | class-balanced experts (baseline, per-shot experts, fusions, oracle) |
+| `balpoe` | BalPoE ('balpoe'), cross-entropy ('ce') and logit adjustment ('la'), its one-expert cases |
+| `ldam_drw` | LDAM-DRW ('ldam_drw') and its focal-loss baseline ('focal') |
+| `sade/` | SADE's diverse experts ('sade') |
+| `ride/` | RIDE ('ride'): experts, expert-assignment router, self-distillation |
+| `ace/` | ACE ('ace') |
+| `ala_moe/` | ALA + instance-aware MoE and its distillation ('ala_moe') |
+| `cbe/` | class-balanced experts ('cbe'): baseline, per-shot experts, fusions, oracle |
 
-A sixth method is one more module with a `build(method_config, class_counts) -> dict` of
-`Method` fields, named in `_BUILDERS`, plus its configs.
+A home holds everything only that method uses: its losses, model additions, fusion, data view,
+stages, finish step, evaluators and config helpers. What two or more methods share stays in
+`ltx.losses`, `ltx.fusion`, `ltx.models` and `ltx.data`. A home is a module (or package) that
+defines, by these names:
+
+- `build(method_config, class_counts) -> dict` of `Method` fields but the name (required; the
+  registry may name another builder of the module, e.g. `balpoe:build_ce`);
+- `dataset_view(config, dataset) -> dataset` (optional): the dataset this method trains on,
+  given the config's dataset (the class-balanced experts' class subsets and reject class);
+- `FINISH_STEPS: {name: fn(config, workdir, stage_runs) -> final metrics}` (optional): steps
+  that end a multi-stage config after its last stage, named in `config.finish`;
+- `final_predictor(config, stage_runs)` (optional): the predictor of a finished multi-stage
+  workdir when it is not its last stage's model (the fused class-balanced experts); it has the
+  `ltx.workdirs.RunPredictor` interface.
+
+`stage_runs` maps stage names to finished runs (`config`, `dataset`, `method`, `state`,
+`predict(state, split)`, `aggregate(state, outputs)`). An eleventh method is one home plus one
+line in `_REGISTRY` (or `register(...)` from user code).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
-from typing import Any, Callable, NamedTuple
+import types
+from typing import Callable
 
-import jax
+from ltx.methods.base import (Method, Outputs, balanced_prior_correction,  # noqa: F401
+                              lambda_prior_correction, mean_aggregate, model_outputs,
+                              prior_correction)
 
-
-class Outputs(NamedTuple):
-    """What the loss and the aggregation see of one batch.
-
-    Attributes:
-      logits: float32 [E, B, C] expert logits.
-      router: float32 [B, K] router outputs of a routed model (RIDE's K = E - 1 cascade logits,
-        ALA-MoE's K = E mixture logits), else None.
-      teacher_logits: float32 [B, C] a distillation teacher's prediction, else None.
-    """
-
-    logits: jax.Array
-    router: jax.Array | None = None
-    teacher_logits: jax.Array | None = None
-
-
-def model_outputs(outputs, teacher_logits=None) -> Outputs:
-    """`Outputs` of a model's return value: logits [E, B, C] or {'logits': ..., 'router': ...}."""
-    if isinstance(outputs, dict):
-        return Outputs(outputs["logits"], outputs.get("router"), teacher_logits)
-    return Outputs(outputs, None, teacher_logits)
-
-
-def _no_prior_correction(logits, prior):
-    raise ValueError("this method has no test-prior correction; set eval.posthoc_test_prior=False")
-
-
-@dataclasses.dataclass(frozen=True)
-class Method:
-    """The trainer's view of a method.
-
-    Attributes:
-      name: registry name.
-      num_experts: E, the leading axis of the model's logits.
-      loss: `(outputs: Outputs, labels [B], epoch int32 []) -> scalar`; epoch is the 0-indexed
-        epoch, traced inside the jitted step, for schedules such as DRW.
-      aggregate: `(outputs: Outputs, params=None) -> logits [B, C]`, the ensemble prediction.
-        `params` are the trained parameters (ACE rescales its experts by their classifier norms);
-        the train step passes None, which must still give a prediction for the accuracy log.
-      correct_prior: `(logits [B, C], target_prior [C]) -> logits [B, C]`, the aggregated
-        logits for a known test class prior.
-      model_overrides: attributes the model must have for this method (e.g. a router,
-        stop-gradient experts), merged over `config.model` when the model is built.
-      trainable: regex over parameter paths ('experts/head/kernel'); only matching parameters are
-        updated (RIDE's router stage). None: all.
-      expert_lr_scales: [E] multipliers of the learning rate of each expert's branch parameters
-        (ACE's distribution-adaptive optimizer). None: all 1.
-      needs_teacher: the loss reads `outputs.teacher_logits`.
-      routing_report: optional `(run, state, split) -> dict` for `ltx.evaluate`.
-    """
-
-    name: str
-    num_experts: int
-    loss: Callable[..., jax.Array]
-    aggregate: Callable[..., jax.Array]
-    correct_prior: Callable[[jax.Array, jax.Array], jax.Array] = _no_prior_correction
-    model_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
-    trainable: str | None = None
-    expert_lr_scales: tuple[float, ...] | None = None
-    needs_teacher: bool = False
-    routing_report: Callable[..., dict] | None = None
-
-
-# name -> (module in this package, builder function); modules are imported when used.
-_BUILDERS = {
-    "balpoe": ("balpoe", "build"), "ldam_drw": ("margin", "build_ldam_drw"),
-    "focal": ("margin", "build_focal"), "sade": ("sade", "build"), "ride": ("ride", "build"),
-    "ace": ("ace", "build"), "ala_moe": ("ala_moe", "build"), "cbe": ("cbe", "build"),
+# name -> "module in this package:builder". Modules are imported when used.
+_REGISTRY: dict[str, str] = {
+    "balpoe": "balpoe:build",
+    "ce": "balpoe:build_ce",
+    "la": "balpoe:build_la",
+    "ldam_drw": "ldam_drw:build_ldam_drw",
+    "focal": "ldam_drw:build_focal",
+    "sade": "sade:build",
+    "ride": "ride:build",
+    "ace": "ace:build",
+    "ala_moe": "ala_moe:build",
+    "cbe": "cbe:build",
 }
+_EXTRA: dict[str, tuple[types.ModuleType | object, Callable]] = {}
+
+
+def register(name: str, build_fn: Callable, home=None) -> None:
+    """Registers a method from outside the package: `build_fn(method_config, class_counts) ->
+    dict` of `Method` fields; `home` (a module or object) may define the optional hooks
+    (`dataset_view`, ...)."""
+    if name in _REGISTRY or name in _EXTRA:
+        raise ValueError(f"method {name!r} is already registered")
+    _EXTRA[name] = (home, build_fn)
 
 
 def names() -> list[str]:
-    return sorted(_BUILDERS)
+    return sorted(set(_REGISTRY) | set(_EXTRA))
+
+
+def _check_name(name: str) -> None:
+    if name not in _REGISTRY and name not in _EXTRA:
+        raise ValueError(f"config.method.name={name!r}; expected one of {names()}")
+
+
+def home(name: str):
+    """The module (or registered object) of method `name`, where its optional hooks live."""
+    _check_name(name)
+    if name in _EXTRA:
+        return _EXTRA[name][0]
+    module = _REGISTRY[name].split(":")[0]
+    return importlib.import_module(f"ltx.methods.{module}")
+
+
+def _builder(name: str) -> Callable:
+    if name in _EXTRA:
+        return _EXTRA[name][1]
+    return getattr(home(name), _REGISTRY[name].split(":")[1])
+
+
+def hook(name: str, attribute: str, default=None):
+    """The optional hook `attribute` of method `name`'s home, or `default`."""
+    return getattr(home(name), attribute, default)
 
 
 def build(method_config, class_counts) -> Method:
     """Builds `config.method` for a training set with the given per-class counts."""
     name = method_config.name
-    if name not in _BUILDERS:
-        raise ValueError(f"config.method.name={name!r}; expected one of {names()}")
-    module, builder = _BUILDERS[name]
-    fields = getattr(importlib.import_module(f"ltx.methods.{module}"), builder)(method_config,
-                                                                               class_counts)
-    method = Method(name=name, **fields)
+    _check_name(name)
+    built = _builder(name)(method_config, class_counts)
+    if isinstance(built, dict):
+        built = Method(name=name, **built)
+    if not isinstance(built, Method):
+        raise TypeError(f"the builder of method {name!r} returned {type(built).__name__}; "
+                        "expected a dict of ltx.methods.Method fields or a Method")
+    method = built
+    if method.name != name:
+        raise ValueError(f"the builder of method {name!r} returned a Method named "
+                         f"{method.name!r}")
     declared = method_config.get("num_experts", method.num_experts)
     if declared != method.num_experts:
         raise ValueError(f"config.method.num_experts={declared} but method {name!r} builds "
@@ -123,3 +116,21 @@ def build(method_config, class_counts) -> Method:
         raise ValueError(f"method {name!r} gives {len(method.expert_lr_scales)} expert learning-"
                          f"rate scales for {method.num_experts} experts")
     return method
+
+
+def dataset_view(config, dataset):
+    """The dataset `config.method` trains on (its home's `dataset_view`, else `dataset`)."""
+    view = hook(config.method.name, "dataset_view")
+    return dataset if view is None else view(config, dataset)
+
+
+def finish_step(config) -> Callable | None:
+    """The function of `config.finish` (None when empty), from the method's `FINISH_STEPS`."""
+    name = config.get("finish", "")
+    if not name:
+        return None
+    steps = hook(config.method.name, "FINISH_STEPS", {}) or {}
+    if name not in steps:
+        raise ValueError(f"config.finish={name!r}; method {config.method.name!r} has "
+                         f"{sorted(steps) or 'no finish steps'}")
+    return steps[name]

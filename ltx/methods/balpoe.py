@@ -1,6 +1,7 @@
-"""BalPoE: balanced product of experts (Sanchez Aimar et al., CVPR 2023).
+"""BalPoE: balanced product of experts (Sanchez Aimar et al., CVPR 2023), with cross-entropy and
+logit adjustment as its one-expert cases. See docs/methods/balpoe.md.
 
-Recipe (official code `emasa/BalPoE-CalibratedLT`, methods.md section 4):
+Recipe (official code `emasa/BalPoE-CalibratedLT`):
 - trunk: shared stem + first stage, each expert its own remaining stages at full width (32/64 on
   CIFAR; `reduce_dimension=False` in every BalPoE config), cosine classifier times s = 30 (the
   paper says 32; the code and configs use 30, our default);
@@ -9,56 +10,24 @@ Recipe (official code `emasa/BalPoE-CalibratedLT`, methods.md section 4):
 - Mixup on the whole run (alpha 0.4 CIFAR-100, 0.8 CIFAR-10), the same mixed batch for all experts;
 - inference: the mean of the expert logits, no bias, which is the balanced posterior when
   mean(lambda) = 0; with a known test prior q, add log q - mean(lambda) log pi
-  (`prior_correction`; just log q for balanced lambdas).
+  (`ltx.methods.prior_correction`; just log q for balanced lambdas).
 
-Plain cross-entropy and logit adjustment are the one-expert cases lambdas = (1,) and (0,).
+'ce' is one expert with lambda 1 (plain cross-entropy), 'la' one expert with lambda 1 - tau
+(logit adjustment of Menon et al. with temperature tau, 1 by default: Balanced Softmax).
 """
 
 from __future__ import annotations
 
-import functools
-
-import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
-from ltx import fusion, losses
+from ltx import losses
+from ltx.methods import base
 
 
-def aggregate(outputs, params=None) -> jax.Array:
-    """Outputs with logits [E, B, C] -> [B, C]: the product of experts, the mean of the logits."""
-    del params
-    return fusion.logit_mean(outputs.logits)
-
-
-def prior_correction(logits: jax.Array, target_prior, *, train_prior=None,
-                     mean_lambda: float = 0.0) -> jax.Array:
-    """The ensemble's logits for a known test prior q: `logits + log q - mean_lambda * log pi`.
-
-    The mean of the gLA experts' logits estimates log p(x|y) + mean(lambda) log pi (pi the
-    training prior), so swapping in q means adding log q - mean(lambda) log pi. For BalPoE's
-    balanced lambdas (mean 0) this is `logits + log q`, exactly BalPoE's
-    `--posthoc_bias_correction` (`utils/util.py: adjusted_model_wrapper`), which uses the test
-    loader's empirical class frequencies; for CE (lambda 1) it removes the training prior too.
-
-    Args:
-      logits: [..., C] aggregated logits.
-      target_prior: [C], summing to 1.
-      train_prior: [C] training class prior; needed when mean_lambda != 0.
-      mean_lambda: mean of the experts' lambdas.
-    """
-    prior = jnp.asarray(target_prior, logits.dtype)
-    out = logits + jnp.log(prior + losses.logit_adjustment.PRIOR_EPS)
-    if mean_lambda:
-        if train_prior is None:
-            raise ValueError(f"prior_correction with mean_lambda={mean_lambda} needs train_prior")
-        train = jnp.asarray(train_prior, logits.dtype)
-        out = out - mean_lambda * jnp.log(train + losses.logit_adjustment.PRIOR_EPS)
-    return out
-
-
-def build(method_config, class_counts) -> dict:
-    lambdas = tuple(float(x) for x in method_config.lambdas)
+def _gla(lambdas, class_counts) -> dict:
+    lambdas = tuple(float(x) for x in lambdas)
     if not lambdas:
         raise ValueError("config.method.lambdas is empty; expected one lambda per expert")
     counts = jnp.asarray(class_counts)
@@ -70,8 +39,38 @@ def build(method_config, class_counts) -> dict:
     return dict(
         num_experts=len(lambdas),
         loss=loss,
-        aggregate=aggregate,
-        correct_prior=functools.partial(
-            prior_correction, train_prior=np.asarray(class_counts) / np.sum(class_counts),
-            mean_lambda=float(np.mean(lambdas))),
+        correct_prior=base.lambda_prior_correction(np.asarray(class_counts),
+                                                   float(np.mean(lambdas))),
+        expert_lambdas=lambdas,
     )
+
+
+def build(method_config, class_counts) -> dict:
+    """BalPoE. Fields: lambdas (one per expert; CIFAR (1, 0, -1))."""
+    return _gla(method_config.lambdas, class_counts)
+
+
+def build_ce(method_config, class_counts) -> dict:
+    """Plain cross-entropy: one expert with lambda 1. No fields."""
+    del method_config
+    return _gla((1.0,), class_counts)
+
+
+def build_la(method_config, class_counts) -> dict:
+    """Logit adjustment: one expert trained on z + tau log pi, lambda = 1 - tau. Fields: tau."""
+    return _gla((1.0 - float(method_config.tau),), class_counts)
+
+
+def method_config(lambdas) -> ml_collections.ConfigDict:
+    """`config.method` of BalPoE with these lambdas (one expert each)."""
+    return ml_collections.ConfigDict(dict(name="balpoe", lambdas=tuple(float(x) for x in lambdas)))
+
+
+def ce_method_config() -> ml_collections.ConfigDict:
+    """`config.method` of plain cross-entropy (one expert)."""
+    return ml_collections.ConfigDict(dict(name="ce", num_experts=1))
+
+
+def la_method_config(tau: float = 1.0) -> ml_collections.ConfigDict:
+    """`config.method` of logit adjustment with temperature `tau` (one expert)."""
+    return ml_collections.ConfigDict(dict(name="la", num_experts=1, tau=float(tau)))

@@ -39,20 +39,13 @@ def resolve_expert_strategy(strategy: str) -> str:
     return strategy
 
 
-_METHOD_ATTRIBUTES = ("stop_gradient_experts", "router", "router_hidden", "router_top_k",
-                      "frozen_backbone")
-
-
-def build(model_config, *, num_classes: int, num_experts: int, **overrides) -> MultiExpertNet:
+def build(model_config, *, num_classes: int, num_experts: int) -> MultiExpertNet:
     """The multi-expert trunk described by `config.model`.
 
-    `overrides` are the method's `model_overrides` (`ltx.methods.Method`): attributes such as a
-    router or stop-gradient experts, set over `config.model`.
+    A method's additions (a router, a frozen trunk, stop-gradient experts, its head) are applied
+    by the method on top of this (`ltx.methods.Method.wrap_model`).
     """
     cfg = model_config
-    unknown = sorted(set(overrides) - set(_METHOD_ATTRIBUTES) - {"head", "num_shared_stages"})
-    if unknown:
-        raise ValueError(f"model overrides {unknown}; expected some of {_METHOD_ATTRIBUTES}")
     if cfg.name not in ARCHITECTURES:
         raise ValueError(f"model.name={cfg.name!r}; expected one of {ARCHITECTURES}")
     common = dict(
@@ -63,16 +56,13 @@ def build(model_config, *, num_classes: int, num_experts: int, **overrides) -> M
         cosine_scale=cfg.cosine_scale,
         expert_strategy=resolve_expert_strategy(cfg.expert_strategy),
     )
-    common.update({k: cfg[k] for k in _METHOD_ATTRIBUTES if k in cfg})
-    common.update(overrides)
-    if "stop_gradient_experts" in common:
-        common["stop_gradient_experts"] = tuple(common["stop_gradient_experts"])
     if cfg.name == "resnet32":
         return MultiExpertResNet(widths=tuple(cfg.widths), blocks_per_stage=cfg.blocks_per_stage,
                                  strides=tuple(cfg.strides), **common)
     return MultiExpertImageNetResNet(
         widths=tuple(cfg.get("widths", IMAGENET_WIDTHS)),
         zero_init_residual=cfg.get("zero_init_residual", False),
+        stride_on_1x1=cfg.get("stride_on_1x1", False),
         **resnet_imagenet.ARCHITECTURES[cfg.name], **common)
 
 

@@ -103,3 +103,11 @@ def make_head(kind: str, num_classes: int, *, scale: float = 30.0, linear_init: 
     if kind == "lws":
         return LWSHead(num_classes, name=name)
     raise ValueError(f"unknown head kind {kind!r}; expected one of {HEAD_KINDS}")
+
+
+def torch_dense(features: int, fan_in: int, name: str | None = None) -> nn.Dense:
+    """A float32 `nn.Dense` with PyTorch's default `nn.Linear` init (weight and bias
+    U(-1/sqrt(fan_in), 1/sqrt(fan_in))), for the routers that methods add to the trunk."""
+    init = torch_linear_default_init(fan_in)
+    return nn.Dense(features, kernel_init=init, bias_init=init, dtype=jnp.float32,
+                    param_dtype=jnp.float32, name=name)

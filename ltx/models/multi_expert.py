@@ -40,7 +40,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ltx.models import resnet_imagenet, routers
+from ltx.models import resnet_imagenet
 from ltx.models.heads import HEAD_KINDS, make_head
 from ltx.models.resnet_cifar import ResNetStage, Stem
 
@@ -106,20 +106,16 @@ class MultiExpertNet(nn.Module):
       stop_gradient_experts: experts whose input is `stop_gradient` of the shared features, so
         their loss does not train the trunk (ACE: only the all-class expert updates it). Needs a
         shared trunk (num_shared_stages >= 1).
-      router: 'none', 'cascade' (RIDE's expert assignment) or 'instance' (ALA + MoE), see
-        `ltx.models.routers`; its parameters live under 'router'.
-      router_hidden, router_top_k: the cascade router's hidden units and top-k logits.
-      frozen_backbone: run the trunk and the experts in inference mode (BatchNorm running
-        statistics, which then stay as they are) and stop their gradients, so that only the
-        router learns (RIDE's stage 2).
       dtype: computation dtype of the convolutions and BatchNorm; params, logits and features are
         float32.
 
-    `__call__(x, *, train, return_features=False)`: x [B, H, W, C_in] -> logits [E, B, C] float32,
-    or, with a router, {'logits': [E, B, C], 'router': [B, K]} (K = E - 1 for 'cascade', E for
-    'instance'); with `return_features` also features [E, B, F], as `(outputs, features)`. How
-    the experts combine is left to the method. In train mode call `apply` with
-    `mutable=['batch_stats']`.
+    `__call__(x, *, train, return_features=False, return_shared=False)`: x [B, H, W, C_in] ->
+    logits [E, B, C] float32; with `return_features` also the experts' pooled features [E, B, F]
+    float32, as `(logits, features)`; with `return_shared` also the shared trunk's feature map
+    [B, H', W', F'] (the input itself without a shared trunk), as `(logits, features, shared)`.
+    How the experts combine is left to the method, and so are its additions to the model
+    (routers, a frozen trunk: `ltx.methods`' model wrappers, which keep these variable names).
+    In train mode call `apply` with `mutable=['batch_stats']`.
     """
 
     num_classes: int
@@ -130,10 +126,6 @@ class MultiExpertNet(nn.Module):
     expert_strategy: str = "vmap"
     scan_unroll: int = 0
     stop_gradient_experts: tuple = ()
-    router: str = "none"
-    router_hidden: int = 16
-    router_top_k: int = 30
-    frozen_backbone: bool = False
     dtype: Any = jnp.float32
 
     _linear_init = "kaiming"
@@ -176,14 +168,6 @@ class MultiExpertNet(nn.Module):
                 raise ValueError(
                     f"stop_gradient_experts index {i!r} is out of range; expected expert indices "
                     f"0..{self.num_experts - 1} for num_experts={self.num_experts}")
-        if self.router not in routers.ROUTER_KINDS:
-            raise ValueError(f"unknown router {self.router!r}; expected one of "
-                             f"{routers.ROUTER_KINDS}")
-        if self.router == "cascade" and self.num_experts < 2:
-            raise ValueError(f"router='cascade' needs num_experts >= 2, got {self.num_experts}")
-        if self.router == "instance" and self.num_shared_stages == 0:
-            raise ValueError("router='instance' reads the shared trunk's features, but "
-                             "num_shared_stages=0 has no shared trunk")
         if self.stop_gradient_experts and self.num_shared_stages == 0:
             raise ValueError(
                 f"stop_gradient_experts={tuple(self.stop_gradient_experts)!r} needs a shared "
@@ -216,13 +200,13 @@ class MultiExpertNet(nn.Module):
         return lifted(**kwargs)
 
     @nn.compact
-    def __call__(self, x: jax.Array, *, train: bool, return_features: bool = False):
-        """x [B, H, W, C_in] -> logits [E, B, C] or {'logits', 'router'} (see the class)."""
-        backbone_train = train and not self.frozen_backbone
+    def __call__(self, x: jax.Array, *, train: bool, return_features: bool = False,
+                 return_shared: bool = False):
+        """x [B, H, W, C_in] -> logits [E, B, C] [, features [E, B, F]] [, shared] (the class)."""
         if self.num_shared_stages >= 1:
-            x = self._stem()(name="stem")(x, train=backbone_train)
+            x = self._stem()(name="stem")(x, train=train)
             for i in range(self.num_shared_stages):
-                x = self._stage(i)(name=f"stage{i}")(x, train=backbone_train)
+                x = self._stage(i)(name=f"stage{i}")(x, train=train)
         else:
             x = jnp.asarray(x, self.dtype)
         shared = x
@@ -232,20 +216,12 @@ class MultiExpertNet(nn.Module):
             stop = set(self.stop_gradient_experts)
             x = jnp.stack([jax.lax.stop_gradient(x) if e in stop else x
                            for e in range(self.num_experts)])
-        _, (logits, features) = self._branch(backbone_train, stacked)(None, x)
-        if self.frozen_backbone:
-            shared, logits, features = jax.lax.stop_gradient((shared, logits, features))
-        outputs = logits
-        if self.router == "cascade":
-            outputs = {"logits": logits, "router": routers.CascadeRouter(
-                hidden=self.router_hidden, top_k=self.router_top_k, name="router")(
-                    logits, features)}
-        elif self.router == "instance":
-            outputs = {"logits": logits, "router": routers.InstanceRouter(
-                self.num_experts, name="router")(shared)}
+        _, (logits, features) = self._branch(train, stacked)(None, x)
+        if return_shared:
+            return logits, features, shared
         if return_features:
-            return outputs, features
-        return outputs
+            return logits, features
+        return logits
 
 
 class MultiExpertResNet(MultiExpertNet):
@@ -299,6 +275,8 @@ class MultiExpertImageNetResNet(MultiExpertNet):
         32, 4; ResNet: 1, 64).
       stem_width: channels of the stem (64).
       zero_init_residual: start the last BN gamma of every block at 0 (off in the references).
+      stride_on_1x1: Caffe-style bottlenecks, the stride on the first 1x1 convolution
+        (`resnet_imagenet.Bottleneck`); for Caffe-converted pretrained weights.
 
     The 'linear' head is PyTorch's default `nn.Linear` init, as the references'.
     """
@@ -311,6 +289,7 @@ class MultiExpertImageNetResNet(MultiExpertNet):
     width_per_group: int = 64
     stem_width: int = resnet_imagenet.STEM_WIDTH
     zero_init_residual: bool = False
+    stride_on_1x1: bool = False
 
     _linear_init = "torch"
 
@@ -341,7 +320,8 @@ class MultiExpertImageNetResNet(MultiExpertNet):
     def _stage(self, index: int):
         options = dict(zero_init_residual=self.zero_init_residual, dtype=self.dtype)
         if self.block == "bottleneck":
-            options.update(groups=self.groups, width_per_group=self.width_per_group)
+            options.update(groups=self.groups, width_per_group=self.width_per_group,
+                           stride_on_1x1=self.stride_on_1x1)
         block = functools.partial(resnet_imagenet.BLOCKS[self.block], **options)
         return functools.partial(resnet_imagenet.ImageNetStage, self.widths[index],
                                  self.blocks[index], resnet_imagenet.STRIDES[index], block=block)

@@ -2,7 +2,8 @@
 
 Follows the ResNet of the official RIDE code (`model/fb_resnets/*ResNet*.py`, from OLTR and
 classifier-balancing), which SADE and BalPoE reuse for their ImageNet-LT, iNaturalist and Places
-experts (methods.md sections 2.1, 3, 4.1), and which has torchvision's layout:
+experts (docs/methods/ride.md, docs/methods/sade.md, docs/methods/balpoe.md), and which has
+torchvision's layout:
 
 - stem: conv7x7 (3 -> 64, stride 2, padding 3, no bias) -> BN -> ReLU -> max pool 3x3, stride 2,
   padding 1 (padded with -inf, as PyTorch);
@@ -104,7 +105,10 @@ class ImageNetBasicBlock(nn.Module):
 class Bottleneck(nn.Module):
     """1x1 -> 3x3 (stride s, grouped) -> 1x1 (x4), + shortcut: [B, H, W, Cin] -> [.., 4 * planes].
 
-    Inner width `int(planes * width_per_group / 64) * groups` (ResNet: planes).
+    Inner width `int(planes * width_per_group / 64) * groups` (ResNet: planes). With
+    `stride_on_1x1` the stride is on the first 1x1 convolution instead, as in the original Caffe
+    ResNets (torchvision's v1.5 puts it on the 3x3): the layout of Caffe-converted weights, such
+    as the `caffe_resnet152` that OLTR-derived Places-LT code starts from.
     """
 
     planes: int
@@ -112,15 +116,17 @@ class Bottleneck(nn.Module):
     groups: int = 1
     width_per_group: int = 64
     zero_init_residual: bool = False
+    stride_on_1x1: bool = False
     dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         width = int(self.planes * self.width_per_group / 64) * self.groups
         out = self.planes * EXPANSION["bottleneck"]
-        y = conv(width, 1, dtype=self.dtype, name="conv1")(x)
+        first, second = (self.stride, 1) if self.stride_on_1x1 else (1, self.stride)
+        y = conv(width, 1, first, dtype=self.dtype, name="conv1")(x)
         y = nn.relu(batch_norm(train, dtype=self.dtype, name="bn1")(y))
-        y = conv(width, 3, self.stride, groups=self.groups, dtype=self.dtype, name="conv2")(y)
+        y = conv(width, 3, second, groups=self.groups, dtype=self.dtype, name="conv2")(y)
         y = nn.relu(batch_norm(train, dtype=self.dtype, name="bn2")(y))
         y = conv(out, 1, dtype=self.dtype, name="conv3")(y)
         y = batch_norm(train, dtype=self.dtype, zero_scale=self.zero_init_residual,

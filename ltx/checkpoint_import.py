@@ -1,0 +1,139 @@
+"""PyTorch checkpoints in, ltx workdirs out: `ltx-import`, without PyTorch.
+
+    ltx-import --config=configs/imagenet_lt_ride.py --stage=experts \\
+        --checkpoint=RIDE_ImageNet_LT_ResNeXt50_3experts.pth --workdir=runs/ride_official
+    python -m ltx.checkpoint_import --config=configs/imagenet_lt_ce.py:arch=resnet10 \\
+        --config.model.head=linear --checkpoint=resnet10.pth --workdir=runs/resnet10_imported
+
+The checkpoint (a `torch.save` file of the reference code or torchvision, `.safetensors` or
+`.npz`; `ltx.convert`) is converted onto the model the config describes and written as an ltx
+workdir: `config.json`, an orbax checkpoint at step 0 and `import_report.json` (what was copied,
+what was skipped and why). `ltx-eval`, `ltx-predict`, `ltx.stats` and `model.init_checkpoint`
+then use it as if ltx had trained it, and `ltx-train` with the same config fine-tunes it (it
+resumes from step 0). The conversion is strict: every ltx variable must be filled (a classifier
+of another shape is an error here; `model.init_checkpoint` keeps it at its initial value
+instead). A multi-stage config is imported into one of its stages (`--stage`, default the last),
+written as a single-run workdir of that stage's config.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import jax
+import ml_collections
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from ltx import checkpointing, config_lib, trainer, workdirs
+from ltx.convert import arrays, layouts
+from ltx.data import pipeline
+
+REPORT_FILE = "import_report.json"
+
+
+def _stage_config(config: ml_collections.ConfigDict, stage: str) -> ml_collections.ConfigDict:
+    staged = config_lib.stage_configs(config)
+    if not staged:
+        if stage:
+            raise ValueError(f"--stage={stage!r}, but the config has no stages")
+        return config
+    names = [name for name, _, _ in staged]
+    stage = stage or names[-1]
+    if stage not in names:
+        raise ValueError(f"--stage={stage!r}; expected one of the config's stages {names}")
+    return dict((name, c) for name, c, _ in staged)[stage]
+
+
+def import_checkpoint(checkpoint: str, config: ml_collections.ConfigDict, workdir: str, *,
+                      stage: str = "") -> dict[str, Any]:
+    """Converts `checkpoint` onto `config`'s model and writes `workdir`; returns the report.
+
+    Raises FileExistsError when `workdir` already holds checkpoints (nothing is overwritten),
+    ValueError when the checkpoint does not fit the model (the first mismatch named) and the
+    errors of `ltx.convert.arrays.load_state_dict` for a damaged or unsafe file.
+    """
+    config = _stage_config(config, stage)
+    if os.path.isdir(os.path.join(workdir, "checkpoints")):
+        raise FileExistsError(f"{workdir} already holds checkpoints; import into a new --workdir")
+    state_dict = arrays.load_state_dict(checkpoint)  # Before any model is built: fail fast.
+    run = trainer.Run(config, workdir)
+    state = run.initial_state(pretrained=False)
+    variables, report = layouts.convert(
+        state_dict.arrays, {"params": jax.device_get(state.params),
+                            "batch_stats": jax.device_get(state.batch_stats)})
+    if report.kept:
+        raise ValueError(f"{checkpoint} leaves {len(report.kept)} ltx variables unfilled "
+                         f"({', '.join(report.kept[:6])}); is the config's model the "
+                         "checkpoint's? (use model.init_checkpoint to start a run from a "
+                         "partial match)")
+    replicated = NamedSharding(run.mesh, P())
+    params, batch_stats = trainer._replicate(
+        (variables["params"], variables.get("batch_stats", {})), replicated)
+    opt_state = jax.jit(run.tx.init, out_shardings=replicated)(params)
+    state = state.replace(params=params, batch_stats=batch_stats, opt_state=opt_state)
+    data_state = pipeline.train_iterator(run.train_data(), num_workers=0).get_state()
+    summary = {"checkpoint": os.path.abspath(checkpoint), "container": state_dict.container,
+               "non_tensor_entries": state_dict.skipped, "copied": report.copied,
+               "broadcast": report.broadcast, "skipped": report.skipped,
+               "summary": report.summary()}
+    if jax.process_index() == 0:
+        workdirs.write_config(workdir, config)
+    checkpointer = checkpointing.Checkpointer(workdir, async_save=False)
+    try:
+        checkpointer.save(0, state, data_state, {"fingerprint": run.fingerprint,
+                                                 "seed": config.seed,
+                                                 "imported_from": summary["checkpoint"]},
+                          force=True)
+    finally:
+        checkpointer.close()
+    if jax.process_index() == 0:
+        with open(os.path.join(workdir, REPORT_FILE), "w") as f:
+            json.dump(summary, f, indent=2)
+    return summary
+
+
+_FLAGS: dict[str, Any] = {}
+
+
+def _define_flags() -> None:
+    """The CLI's flags, defined when the CLI runs (importing this module defines none)."""
+    if _FLAGS:
+        return
+    from absl import flags
+    from ml_collections import config_flags
+    _FLAGS["config"] = config_flags.DEFINE_config_file(
+        "config", None, "The ltx config of the model.", lock_config=True)
+    _FLAGS["checkpoint"] = flags.DEFINE_string("checkpoint", None,
+                                               "A .pth/.pt/.safetensors/.npz file.")
+    _FLAGS["workdir"] = flags.DEFINE_string("workdir", None,
+                                            "The ltx workdir to write (must be new).")
+    _FLAGS["stage"] = flags.DEFINE_string("stage", "", "The stage of a multi-stage config to "
+                                          "import into (default: the last).")
+    flags.mark_flags_as_required(["config", "checkpoint", "workdir"])
+    # `--help` lists the key flags of the main module (sys.argv[0], e.g. the console script).
+    import sys
+    for flag in flags.FLAGS.get_key_flags_for_module(__name__):
+        flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+
+
+def main(argv):
+    from absl import app
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    workdir = _FLAGS["workdir"].value
+    summary = import_checkpoint(_FLAGS["checkpoint"].value, _FLAGS["config"].value, workdir,
+                                stage=_FLAGS["stage"].value)
+    print(f"Imported {summary['checkpoint']} into {workdir}: {summary['summary']}")
+
+
+def run(argv=None):
+    """Console-script entry (`ltx-import`)."""
+    from absl import app
+    _define_flags()
+    app.run(main, argv=argv)
+
+
+if __name__ == "__main__":
+    run()

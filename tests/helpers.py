@@ -1,0 +1,64 @@
+"""Shared test helpers: tiny configs (the configs' own `tiny=1` argument) and tree comparisons."""
+
+import os
+
+import jax
+import numpy as np
+
+from ltx import config_lib
+from ltx.outputs import Outputs
+
+CONFIG_DIR = os.path.join(os.path.dirname(__file__), os.pardir, "configs")
+
+
+def load_config(name, arg=None):
+    """`configs/<name>.py` with the config argument `arg`."""
+    return config_lib.load_config_file(os.path.join(CONFIG_DIR, f"{name}.py"), arg)
+
+
+def tiny_config(name="digits_lt_balpoe", epochs=1, arg=""):
+    """`configs/<name>.py:tiny=1,epochs=<epochs>[,arg]`: a 1-block trunk at a quarter of the
+    widths, no periodic evaluation, synchronous checkpoints: seconds per epoch."""
+    extra = f",{arg}" if arg else ""
+    return load_config(name, f"tiny=1,epochs={epochs}{extra}")
+
+
+def assert_trees_close(a, b, rtol, atol):
+    flat_a, tree_a = jax.tree.flatten(a)
+    flat_b, tree_b = jax.tree.flatten(b)
+    assert tree_a == tree_b
+    for x, y in zip(flat_a, flat_b):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol)
+
+
+# NumPy references of the losses' building blocks, shared by the loss tests.
+
+def np_log_softmax(z):
+    z = z - z.max(-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(-1, keepdims=True))
+
+
+def np_softmax(z):
+    return np.exp(np_log_softmax(z))
+
+
+def np_kl_batchmean(log_q, log_p):
+    return np.sum(np.exp(log_q) * (log_q - log_p)) / log_q.shape[0]
+
+
+def np_ce(logits, labels, weights=None):
+    nll = -np_log_softmax(np.asarray(logits, np.float64))[np.arange(len(labels)), labels]
+    if weights is None:
+        return nll.mean()
+    w = np.asarray(weights, np.float64)[labels]
+    return (w * nll).sum() / w.sum()
+
+
+def random_outputs(experts, seed=0, router=None, teacher=False):
+    """(Outputs of E experts with logits in [-30, 30] [E, 16, 10] (and router [16, K], a
+    teacher equal to the expert mean), labels [16]) for the method tests."""
+    rng = np.random.default_rng(seed)
+    logits = rng.uniform(-30, 30, size=(experts, 16, 10)).astype(np.float32)
+    router_out = None if router is None else rng.normal(size=(16, router)).astype(np.float32)
+    teacher_logits = logits.mean(0) if teacher else None
+    return Outputs(logits, router_out, teacher_logits), rng.integers(0, 10, 16)

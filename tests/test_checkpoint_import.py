@@ -1,0 +1,167 @@
+"""ltx.checkpoint_import (`ltx-import`) and `model.init_checkpoint` from a PyTorch file: the
+torchvision ResNet-10 fixture on a tiny ImageNet-LT tree generated here."""
+
+import os
+import subprocess
+import sys
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from PIL import Image
+
+from helpers import CONFIG_DIR, load_config
+from ltx import checkpoint_import, config_lib, predict, report, stats, trainer
+
+FIXTURES = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "shared", "fixtures",
+                        "torch")
+TORCHVISION = os.path.join(FIXTURES, "torchvision_resnet10_in.pth")
+pytestmark = pytest.mark.skipif(not os.path.isfile(TORCHVISION),
+                                reason="../shared/fixtures/torch is not there")
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    """ImageNet-LT list files over 8 JPEGs of classes 0-3 (of 1000)."""
+    root = tmp_path_factory.mktemp("imagenet_lt")
+    rng = np.random.default_rng(0)
+    entries = {"train": [], "val": [], "test": []}
+    for i, (split, label) in enumerate([("train", 0), ("train", 0), ("train", 1), ("train", 2),
+                                        ("val", 1), ("test", 0), ("test", 3), ("test", 2)]):
+        rel = f"{split}/{i}.jpg"
+        (root / split).mkdir(exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(root / rel)
+        entries[split].append(f"{rel} {label}\n")
+    for split, lines in entries.items():
+        (root / f"ImageNet_LT_{split}.txt").write_text("".join(lines))
+    return root
+
+
+def resnet10_config(tree):
+    config = load_config("imagenet_lt_ce", "arch=resnet10,epochs=1")
+    config.model.head = "linear"  # torchvision's fc.
+    config.data.root = str(tree)
+    config.data.num_workers = 0
+    config.data.augment.crop_size = 32  # Any size works for a ResNet; small keeps it fast.
+    config.data.augment.eval_resize = 36
+    config.batch_size = 4
+    config.eval.batch_size = 4
+    config.checkpoint.async_save = False
+    return config
+
+
+def official():
+    with np.load(os.path.join(FIXTURES, "torchvision_resnet10_in.npz")) as z:
+        return z["x_nhwc"], z["logits"]
+
+
+def test_init_checkpoint_from_a_pth_starts_from_the_official_weights(tree, tmp_path):
+    config = resnet10_config(tree)
+    config.model.init_checkpoint = TORCHVISION
+    run = trainer.Run(config, str(tmp_path / "run"))
+    state = run.initial_state()
+    x, logits = official()
+    out = run.model.apply({"params": state.params, "batch_stats": state.batch_stats},
+                          jnp.asarray(x), train=False)
+    np.testing.assert_allclose(np.asarray(out)[0], logits, rtol=1e-5,
+                               atol=1e-5 * np.abs(logits).max())
+    # The first train step starts from those weights (its loss is that of the official model).
+    run.train()
+    assert int(run.state.step) == 1
+
+
+def test_imported_workdir_evaluates_predicts_and_resumes(tree, tmp_path):
+    config = resnet10_config(tree)
+    workdir = str(tmp_path / "imported")
+    summary = checkpoint_import.import_checkpoint(TORCHVISION, config, workdir)
+    assert summary["broadcast"] == [] and len(summary["copied"]) == 62
+    assert all("num_batches_tracked" in name for name in summary["skipped"])
+    assert os.path.isfile(os.path.join(workdir, checkpoint_import.REPORT_FILE))
+
+    evaluated = report.evaluate_workdir(workdir, pictures=False)
+    assert evaluated["meta"]["step"] == 0 and evaluated["meta"]["test_images"] == 3
+    predictor = predict.Predictor.from_workdir(workdir)
+    x, logits = official()
+    _, out = predictor.predictor.predict_images(x)
+    np.testing.assert_allclose(out, logits, rtol=1e-5, atol=1e-5 * np.abs(logits).max())
+    assert stats.workdir_stats(workdir)["params"] == 5_418_792  # The fixture's README count.
+
+    with pytest.raises(FileExistsError, match="already holds checkpoints"):
+        checkpoint_import.import_checkpoint(TORCHVISION, config, workdir)
+    # ltx-train with the same config fine-tunes the imported model: it resumes from step 0.
+    final = trainer.Run(config, workdir).train()
+    assert final["steps"] == 1
+
+
+def test_a_checkpoint_of_another_model_is_refused_before_anything_is_written(tree, tmp_path):
+    config = resnet10_config(tree)
+    config.model.name = "resnet50"
+    workdir = tmp_path / "wrong"
+    with pytest.raises(ValueError, match="shape"):
+        checkpoint_import.import_checkpoint(TORCHVISION, config, str(workdir))
+    assert not (workdir / "checkpoints").exists()
+
+
+def test_cli(tree, tmp_path):
+    workdir = tmp_path / "cli"
+    result = subprocess.run(
+        [sys.executable, "-m", "ltx.checkpoint_import",
+         f"--config={os.path.join(CONFIG_DIR, 'imagenet_lt_ce.py')}:arch=resnet10",
+         "--config.model.head=linear", f"--config.data.root={tree}",
+         "--config.data.num_workers=0", "--config.data.augment.crop_size=32",
+         "--config.data.augment.eval_resize=36", f"--checkpoint={TORCHVISION}",
+         f"--workdir={workdir}"], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Imported" in result.stdout and (workdir / "config.json").is_file()
+
+
+@pytest.fixture(scope="module")
+def hundred_classes(tmp_path_factory):
+    """A 'list_files' dataset of 100 classes: one 32x32 training image per class, 12 test."""
+    root = tmp_path_factory.mktemp("list_files")
+    rng = np.random.default_rng(1)
+    (root / "img").mkdir()
+    lines = {"train": [], "test": []}
+    for i, (split, label) in enumerate([("train", c) for c in range(100)]
+                                       + [("test", c) for c in range(0, 96, 8)]):
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(
+            root / "img" / f"{i}.png")
+        lines[split].append(f"img/{i}.png {label}\n")
+    for split, entries in lines.items():
+        (root / f"{split}.txt").write_text("".join(entries))
+    return root
+
+
+def test_official_ride_checkpoint_imports_into_its_stage_and_evaluates(hundred_classes,
+                                                                       tmp_path):
+    """RIDE's CIFAR-100 checkpoint into the experts stage of configs/cifar100_lt_ride.py, on a
+    100-class list-file dataset: ltx-eval and ltx-predict run, and the model is the official."""
+    config = load_config("cifar100_lt_ride")
+    config = config_lib.add_list_file_data(config, "list_files", root=str(hundred_classes))
+    config.data.num_classes = 100
+    config.data.num_workers = 0
+    config.data.augment.crop_size = 32
+    config.data.augment.eval_resize = 32
+    config.eval.batch_size = 4
+    workdir = str(tmp_path / "ride")
+    summary = checkpoint_import.import_checkpoint(
+        os.path.join(FIXTURES, "ride_resnet32_c100_3experts.pth"), config, workdir,
+        stage="experts")
+    assert summary["container"] == "state_dict" and len(summary["copied"]) == 156
+    assert len(summary["skipped"]) == 71  # The BatchNorm step counters, each named.
+    assert all(name.endswith("num_batches_tracked") for name in summary["skipped"])
+
+    evaluated = report.evaluate_workdir(workdir, pictures=False)
+    assert evaluated["meta"]["method"] == "ride" and evaluated["meta"]["num_experts"] == 3
+    predictor = predict.Predictor.from_workdir(workdir)
+    files, probs = predictor.predict_paths([str(hundred_classes / "img")])
+    assert probs.shape == (112, 100)
+    with np.load(os.path.join(FIXTURES, "ride_resnet32_c100_3experts.npz")) as z:
+        experts, logits = predictor.predictor.predict_images(z["x_nhwc"])
+        scale = np.abs(z["logits"]).max()
+        np.testing.assert_allclose(experts, z["expert_logits"], rtol=1e-5, atol=1e-5 * scale)
+        np.testing.assert_allclose(logits, z["logits"], rtol=1e-5, atol=1e-5 * scale)
+    with pytest.raises(ValueError, match=r"--stage='nope'; expected one of the config's stages"):
+        checkpoint_import.import_checkpoint(
+            os.path.join(FIXTURES, "ride_resnet32_c100_3experts.pth"), config,
+            str(tmp_path / "other"), stage="nope")

@@ -1,0 +1,160 @@
+"""ltx.convert.layouts: the official checkpoints of ../shared/fixtures/torch, converted onto the
+models of ltx's own configs, reproduce the logits the official code computed."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from helpers import load_config
+from ltx import config_lib, trainer
+from ltx.convert import arrays, layouts
+
+FIXTURES = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "shared", "fixtures",
+                        "torch")
+pytestmark = pytest.mark.skipif(not os.path.isdir(FIXTURES),
+                                reason="../shared/fixtures/torch is not there")
+
+# case: (config, config argument, model overrides, number of classes, stage, scale of ltx's
+# logits over the official ones: LDAM-DRW's model leaves s = 30 to its loss).
+CASES = {
+    "ride_resnet32_c100_3experts": ("cifar100_lt_ride", "", {}, 100, "experts", 1.0),
+    "balpoe_resnet32_c100_3experts": ("cifar100_lt_balpoe", "", {}, 100, "", 1.0),
+    "ldam_resnet32_c100": ("cifar100_lt_ldam_drw", "", {}, 100, "", 30.0),
+    "torchvision_resnet10_in": ("imagenet_lt_ce", "arch=resnet10", {"head": "linear"}, 1000, "",
+                                1.0),
+}
+
+
+def fixture(case):
+    with np.load(os.path.join(FIXTURES, f"{case}.npz")) as z:
+        return {k: z[k] for k in z.files}
+
+
+def config_model(name, arg, overrides, stage):
+    config = load_config(name, arg or None)
+    if stage:
+        config = dict((n, c) for n, c, _ in config_lib.stage_configs(config))[stage]
+    config.model.update(overrides)
+    return config
+
+
+def converted(case):
+    name, arg, overrides, num_classes, stage, _ = CASES[case]
+    config = config_model(name, arg, overrides, stage)
+    _, model = trainer.build_method_and_model(config, np.full(num_classes, 10))
+    x = fixture(case)["x_nhwc"]
+    init = jax.device_get(model.init(jax.random.key(0, impl="rbg"), jnp.asarray(x[:1]),
+                                     train=False))
+    state_dict = arrays.load_state_dict(os.path.join(FIXTURES, f"{case}.pth"))
+    variables, report = layouts.convert(state_dict.arrays, init)
+    return model, variables, report, state_dict
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_official_checkpoint_reproduces_the_official_logits(case):
+    model, variables, report, state_dict = converted(case)
+    data = fixture(case)
+    out = np.asarray(model.apply(variables, jnp.asarray(data["x_nhwc"]), train=False))
+    out = out / CASES[case][-1]
+    official = data.get("expert_logits", data["logits"][None])
+    scale = np.abs(official).max()
+    np.testing.assert_allclose(out, official, rtol=1e-5, atol=1e-5 * scale)  # Per expert.
+    np.testing.assert_allclose(out.mean(0), data["logits"], rtol=1e-5, atol=1e-5 * scale)
+    # Every source tensor is used or skipped with a reason; every ltx variable is filled.
+    assert report.kept == []
+    assert set(report.skipped) == {k for k in state_dict.arrays if "num_batches_tracked" in k}
+    meta = json.loads(str(data["meta"]))
+    assert meta  # The fixture says where it came from.
+
+
+def test_a_checkpoint_of_other_widths_names_both_shapes():
+    _, variables, _, state_dict = converted("ride_resnet32_c100_3experts")
+    config = config_model("cifar100_lt_balpoe", "", {}, "")  # Full widths: 32/64, not 24/48.
+    _, model = trainer.build_method_and_model(config, np.full(100, 10))
+    init = jax.device_get(model.init(jax.random.key(0, impl="rbg"), jnp.zeros((1, 32, 32, 3)),
+                                     train=False))
+    with pytest.raises(ValueError, match=r"backbone\.layer2s\.0\.0\.conv1\.weight.* \(3, 3, 16, "
+                                         r"24\).*has \(3, 3, 3, 16, 32\)|stack to"):
+        layouts.convert(state_dict.arrays, init)
+
+
+def test_another_number_of_experts_is_named():
+    _, _, _, state_dict = converted("ride_resnet32_c100_3experts")
+    config = config_model("cifar100_lt_ride", "experts=4", {}, "experts")
+    _, model = trainer.build_method_and_model(config, np.full(100, 10))
+    init = jax.device_get(model.init(jax.random.key(0, impl="rbg"), jnp.zeros((1, 32, 32, 3)),
+                                     train=False))
+    with pytest.raises(ValueError, match=r"experts \[0, 1, 2\].*the ltx model 4"):
+        layouts.convert(state_dict.arrays, init)
+
+
+def test_single_backbone_goes_into_every_expert_and_another_head_is_kept():
+    """torchvision's ResNet-10 into a 3-expert BalPoE of 365 classes (Places-LT's init)."""
+    _, _, _, state_dict = converted("torchvision_resnet10_in")
+    config = config_model("imagenet_lt_balpoe", "arch=resnet10", {"head": "linear"}, "")
+    _, model = trainer.build_method_and_model(config, np.full(365, 10))
+    init = jax.device_get(model.init(jax.random.key(0, impl="rbg"), jnp.zeros((1, 64, 64, 3)),
+                                     train=False))
+    with pytest.raises(ValueError, match="fc.weight"):
+        layouts.convert(state_dict.arrays, init)  # Strict: the 1000-class head does not fit.
+    variables, report = layouts.convert(state_dict.arrays, init, keep_other_head=True)
+    assert "params/experts/stage3/block0/conv1/kernel" in report.broadcast
+    assert sorted(report.kept) == ["params/experts/head/dense/bias",
+                                   "params/experts/head/dense/kernel"]
+    assert "kept at its initial value" in report.skipped["fc.weight"]
+    kernel = variables["params"]["experts"]["stage3"]["block0"]["conv1"]["kernel"]
+    np.testing.assert_array_equal(kernel[0], kernel[2])  # The same backbone in every expert.
+    np.testing.assert_array_equal(
+        kernel[1], state_dict.arrays["layer4.0.conv1.weight"].transpose(2, 3, 1, 0))
+
+
+def test_ride_router_tensors_drive_the_cascade_router_as_the_official_code():
+    """RIDE's expert-assignment tensors (`expert_help_pred_hidden_fcs.{i}`, the shared
+    `expert_help_pred_fc`) on the RIDE fixture's trunk, against the official router formula
+    written in NumPy: fc([top-k of the running-mean logits, relu(hidden_i(f_i / |f_i|))])."""
+    config = config_model("cifar100_lt_ride", "", {}, "router")
+    _, model = trainer.build_method_and_model(config, np.full(100, 10))
+    data = fixture("ride_resnet32_c100_3experts")
+    x = jnp.asarray(data["x_nhwc"])
+    init = jax.device_get(model.init(jax.random.key(0, impl="rbg"), x[:1], train=False))
+    state_dict = dict(arrays.load_state_dict(
+        os.path.join(FIXTURES, "ride_resnet32_c100_3experts.pth")).arrays)
+    rng = np.random.default_rng(0)
+    top_k, hidden = config.method.router_top_k, config.method.router_hidden
+    for i in range(2):
+        state_dict[f"backbone.expert_help_pred_hidden_fcs.{i}.weight"] = rng.normal(
+            size=(hidden, 48)).astype(np.float32)
+        state_dict[f"backbone.expert_help_pred_hidden_fcs.{i}.bias"] = rng.normal(
+            size=hidden).astype(np.float32)
+    state_dict["backbone.expert_help_pred_fc.weight"] = rng.normal(
+        size=(1, top_k + hidden)).astype(np.float32)
+    state_dict["backbone.expert_help_pred_fc.bias"] = rng.normal(size=1).astype(np.float32)
+    variables, report = layouts.convert(state_dict, init)
+    assert report.kept == [] and "params/router/output/kernel" in report.copied
+    out = model.apply(variables, x, train=False)
+
+    trunk_vars = {c: {k: v for k, v in tree.items() if k != "router"}
+                  for c, tree in variables.items()}
+    _, features = model.trunk.apply(trunk_vars, x, train=False, return_features=True)
+    logits, features = np.asarray(out["logits"], np.float64), np.asarray(features, np.float64)
+    expected = []
+    for i in range(2):
+        running = logits[:i + 1].mean(0)
+        top = -np.sort(-running, axis=-1)[:, :top_k]
+        f = features[i] / np.linalg.norm(features[i], axis=-1, keepdims=True)
+        h = np.maximum(f @ state_dict[f"backbone.expert_help_pred_hidden_fcs.{i}.weight"].T
+                       + state_dict[f"backbone.expert_help_pred_hidden_fcs.{i}.bias"], 0)
+        z = np.concatenate([top, h], -1)
+        expected.append(z @ state_dict["backbone.expert_help_pred_fc.weight"][0]
+                        + state_dict["backbone.expert_help_pred_fc.bias"][0])
+    np.testing.assert_allclose(np.asarray(out["router"]), np.stack(expected, -1), rtol=1e-4,
+                               atol=1e-4)
+    # The official logits are unchanged by the router.
+    np.testing.assert_allclose(logits, data["expert_logits"], rtol=1e-5, atol=1e-3)
+    state_dict["backbone.expert_help_pred_fcs.0.weight"] = np.zeros((1, 46), np.float32)
+    _, report = layouts.convert(state_dict, init)
+    assert "shares one output layer" in report.skipped["backbone.expert_help_pred_fcs.0.weight"]
