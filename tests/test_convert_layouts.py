@@ -158,3 +158,67 @@ def test_ride_router_tensors_drive_the_cascade_router_as_the_official_code():
     state_dict["backbone.expert_help_pred_fcs.0.weight"] = np.zeros((1, 46), np.float32)
     _, report = layouts.convert(state_dict, init)
     assert "shares one output layer" in report.skipped["backbone.expert_help_pred_fcs.0.weight"]
+
+
+def torchvision_shapes(blocks, bottleneck, groups=1, width_per_group=64, num_classes=1000):
+    """{name: shape} of torchvision's ResNet / ResNeXt state dict, written from torchvision's
+    architecture (`torchvision/models/resnet.py`: v1.5 bottlenecks, downsample = 1x1 conv + BN
+    on the first block of a stage that changes stride or width)."""
+    shapes = {}
+
+    def conv(name, out, inp, k):
+        shapes[f"{name}.weight"] = (out, inp, k, k)
+
+    def bn(name, c):
+        for param in ("weight", "bias", "running_mean", "running_var"):
+            shapes[f"{name}.{param}"] = (c,)
+        shapes[f"{name}.num_batches_tracked"] = ()
+
+    conv("conv1", 64, 3, 7)
+    bn("bn1", 64)
+    inplanes = 64
+    for layer, (planes, count) in enumerate(zip((64, 128, 256, 512), blocks), 1):
+        for b in range(count):
+            stride = 2 if b == 0 and layer > 1 else 1
+            p = f"layer{layer}.{b}"
+            if bottleneck:
+                width, out = int(planes * width_per_group / 64) * groups, planes * 4
+                conv(f"{p}.conv1", width, inplanes, 1), bn(f"{p}.bn1", width)
+                conv(f"{p}.conv2", width, width // groups, 3), bn(f"{p}.bn2", width)
+                conv(f"{p}.conv3", out, width, 1), bn(f"{p}.bn3", out)
+            else:
+                out = planes
+                conv(f"{p}.conv1", out, inplanes, 3), bn(f"{p}.bn1", out)
+                conv(f"{p}.conv2", out, out, 3), bn(f"{p}.bn2", out)
+            if b == 0 and (stride != 1 or inplanes != out):
+                conv(f"{p}.downsample.0", out, inplanes, 1), bn(f"{p}.downsample.1", out)
+            inplanes = out
+    shapes["fc.weight"], shapes["fc.bias"] = (num_classes, inplanes), (num_classes,)
+    return shapes
+
+
+@pytest.mark.parametrize("arch,blocks,bottleneck,groups,width,params", [
+    ("resnet50", (3, 4, 6, 3), True, 1, 64, 25_557_032),
+    ("resnet152", (3, 8, 36, 3), True, 1, 64, 60_192_808),
+    ("resnext50_32x4d", (3, 4, 6, 3), True, 32, 4, 25_028_904),
+])
+def test_every_torchvision_tensor_has_its_ltx_variable(arch, blocks, bottleneck, groups, width,
+                                                       params):
+    """torchvision's published parameter counts; every tensor lands, every variable is filled,
+    on a single backbone and on 3 experts sharing the stem and layer1-2."""
+    shapes = torchvision_shapes(blocks, bottleneck, groups, width)
+    state_dict = {k: np.zeros(v, np.int64 if k.endswith("tracked") else np.float32)
+                  for k, v in shapes.items()}
+    assert sum(int(np.prod(v)) for k, v in shapes.items()
+               if not k.endswith(("running_mean", "running_var", "tracked"))) == params
+    for num_experts in (1, 3):
+        config = load_config("imagenet_lt_balpoe", f"arch={arch}")
+        config.model.head = "linear"
+        config.method.lambdas = (1.0, 0.0, -1.0)[:num_experts]
+        _, model = trainer.build_method_and_model(config, np.full(1000, 10))
+        target = jax.eval_shape(lambda: model.init(jax.random.key(0, impl="rbg"),
+                                                   jnp.zeros((1, 64, 64, 3)), train=False))
+        _, report = layouts.convert(state_dict, target)
+        assert report.kept == []
+        assert set(report.skipped) == {k for k in shapes if k.endswith("num_batches_tracked")}
+        assert bool(report.broadcast) == (num_experts > 1)

@@ -101,8 +101,14 @@ def test_reference_list_names_and_normalisation():
                                                             (0.195, 0.194, 0.192))
     assert image_lists.NORMALIZATION["places_lt"] == (augment.IMAGENET_MEAN,
                                                       augment.IMAGENET_STD)
-    assert {n: datasets.spec(n)[0] for n in image_lists.DEFAULT_LISTS} == {
+    assert {n: datasets.spec(n)[0] for n in image_lists.DEFAULT_LISTS if n != "list_files"} == {
         "imagenet_lt": 1000, "inaturalist2018": 8142, "places_lt": 365}
+    # Any other list-file dataset: its size comes from the config.
+    c = config_lib.add_list_file_data(config_lib.base_config(), "list_files", root="/data")
+    c.data.num_classes, c.data.augment.crop_size = 37, 64
+    assert datasets.spec(c.data) == (37, (64, 64, 3))
+    with pytest.raises(ValueError, match="needs config.data"):
+        datasets.spec("list_files")
 
 
 def test_val_list_none_drops_the_split_and_missing_lists_are_named(tree):

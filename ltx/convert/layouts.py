@@ -249,5 +249,6 @@ def convert(state_dict: Mapping[str, np.ndarray], target: Mapping, *,
         raise ValueError("no tensor of the checkpoint matches the ltx model: is it the right "
                          f"architecture? (first source names: {list(state_dict)[:4]})")
     report.kept = ["/".join(path) for path in flat_target if path not in result]
-    variables = {path: result.get(path, np.asarray(value)) for path, value in flat_target.items()}
+    variables = {path: result[path] if path in result else np.asarray(value)
+                 for path, value in flat_target.items()}
     return _unflatten(variables), report
