@@ -1,4 +1,4 @@
-"""ltx.evaluate: the report and pictures of a finished run, shifted test sets, prior correction."""
+"""ltx.report (ltx-eval): the report and pictures of a finished run, shifted test sets, prior correction."""
 
 import json
 import os
