@@ -1,4 +1,5 @@
-"""ltx.report (ltx-eval): the report and pictures of a finished run, shifted test sets, prior correction."""
+"""ltx.report (ltx-eval): the report and pictures of a finished run, shifted test sets, the
+prior correction."""
 
 import json
 import os
