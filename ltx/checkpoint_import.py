@@ -24,7 +24,6 @@ from typing import Any
 
 import jax
 import ml_collections
-from jax.sharding import NamedSharding, PartitionSpec as P
 
 from ltx import checkpointing, config_lib, trainer, workdirs
 from ltx.convert import arrays, layouts
@@ -68,11 +67,7 @@ def import_checkpoint(checkpoint: str, config: ml_collections.ConfigDict, workdi
                          f"({', '.join(report.kept[:6])}); is the config's model the "
                          "checkpoint's? (use model.init_checkpoint to start a run from a "
                          "partial match)")
-    replicated = NamedSharding(run.mesh, P())
-    params, batch_stats = trainer._replicate(
-        (variables["params"], variables.get("batch_stats", {})), replicated)
-    opt_state = jax.jit(run.tx.init, out_shardings=replicated)(params)
-    state = state.replace(params=params, batch_stats=batch_stats, opt_state=opt_state)
+    state = run.with_variables(state, variables["params"], variables.get("batch_stats", {}))
     data_state = pipeline.train_iterator(run.train_data(), num_workers=0).get_state()
     summary = {"checkpoint": os.path.abspath(checkpoint), "container": state_dict.container,
                "non_tensor_entries": state_dict.skipped, "copied": report.copied,

@@ -14,7 +14,7 @@ from typing import Callable
 import numpy as np
 
 from ltx import metrics
-from ltx.outputs import Outputs, model_outputs, select  # noqa: F401 (select re-exported)
+from ltx.outputs import Outputs, model_outputs
 from ltx.data import pipeline, splits
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ltx.models.flops import count_flops, model_stats, xla_flops  # noqa: F401 (re-exported)
+from ltx.models.flops import model_stats
 
 
 def num_experts_of(method_config) -> int:

@@ -352,6 +352,11 @@ class Run:
             path, jax.device_get(state.params), jax.device_get(state.batch_stats))
         if jax.process_index() == 0:
             print(f"Initialised from {path}: {summary}", flush=True)
+        return self.with_variables(state, params, batch_stats)
+
+    def with_variables(self, state: TrainState, params, batch_stats) -> TrainState:
+        """`state` with these host params and BatchNorm statistics (replicated over the mesh)
+        and a fresh optimizer state for them: a model loaded from elsewhere, ready to train."""
         replicated = NamedSharding(self.mesh, P())
         params, batch_stats = _replicate((params, batch_stats), replicated)
         opt_state = jax.jit(self.tx.init, out_shardings=replicated)(params)

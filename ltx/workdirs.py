@@ -85,9 +85,7 @@ def restore_stages(workdir: str, config: ml_collections.ConfigDict | None = None
     config = load_config(workdir) if config is None else config
     staged = config_lib.stage_configs(config)
     runs = {}
-    for index, (name, stage_config, links) in enumerate(staged):
-        if "init_from" in links:
-            stage_config.model.init_checkpoint = os.path.join(workdir, links["init_from"])
+    for index, (name, stage_config, _) in enumerate(staged):
         runs[name] = restore_run(os.path.join(workdir, name),
                                  step if index == len(staged) - 1 else None, stage_config)
     return runs
