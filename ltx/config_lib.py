@@ -27,6 +27,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.name = ""  # A dataset helper below sets it with its family's fields.
     c.data.num_workers = 0  # grain worker processes for decoding and augmentation.
     c.data.sampler = "shuffle"  # Or 'class_balanced' (RIDE's router stage).
+    # Epochs as the official DataLoaders count them (drop_last=False): ceil(N / B) steps, the last
+    # batch smaller (padded and masked). 'drop': floor(N / B); 'stream': ltx's earlier batches
+    # across epoch boundaries (N / B steps).
+    c.data.last_batch = "pad"
     c.data.augment = ml_collections.ConfigDict()
     # 'cifar': padded crop/flip/rotation/AutoAugment on fixed-size images (digits, CIFAR);
     # 'imagenet': random resized crop/flip/colour jitter/RandAugment (the list-file datasets).
@@ -40,6 +44,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.cosine_scale = 30.0
     # 'auto': 'scan' on CPU (vmapped convolutions are slow on XLA:CPU), 'vmap' elsewhere.
     c.model.expert_strategy = "auto"
+    # BatchNorm's running variance: 'unbiased' (PyTorch, every official code base) or 'biased'
+    # (flax's nn.BatchNorm). Batch statistics are those of the global batch either way.
+    c.model.bn_running_var = "unbiased"
     # An ltx workdir (or its checkpoints/<step> folder) whose parameters initialise the model;
     # trunk weights are copied into every expert (see ltx.checkpointing.transplant).
     c.model.init_checkpoint = ""

@@ -61,8 +61,10 @@ def learning_rate_schedule(schedule_config, *, base_lr: float, num_epochs: float
       schedule_config: fields name, warmup_epochs, decay_epochs, decay_factor, granularity.
       base_lr: the learning rate after warmup.
       num_epochs: training length in epochs.
-      steps_per_epoch: training images / global batch size (may be fractional: the stream runs
-        across epoch boundaries).
+      steps_per_epoch: steps of one epoch, `ltx.data.pipeline.Epochs.steps_per_epoch`:
+        ceil(N / B) as the official loaders count (fractional with `data.last_batch='stream'`).
+        With granularity 'epoch' the factor changes at the first step of an epoch, e.g. 85 e on
+        CIFAR-100-LT IR 100 at batch 128.
     """
     cfg = schedule_config
     if cfg.granularity not in ("epoch", "step"):

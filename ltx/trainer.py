@@ -112,13 +112,21 @@ class Teacher:
                    variables={"params": state.params, "batch_stats": state.batch_stats})
 
 
+def epoch_of(step: jax.Array, steps_per_epoch: float) -> jax.Array:
+    """int32: the 0-indexed epoch of a 0-indexed step, as the references' per-epoch schedules
+    (DRW, Mixup's end, router switches) see it: floor(step / steps_per_epoch)."""
+    return jnp.floor(step / steps_per_epoch).astype(jnp.int32)
+
+
 def make_train_step(model, method: methods.Method, tx: optax.GradientTransformation,
                     learning_rate: optax.Schedule, mesh: jax.sharding.Mesh, *,
                     mixup_alpha: float = 0.0, mixup_epochs: float | None = None,
                     steps_per_epoch: float = 1.0, teacher: Teacher | None = None):
     """The jitted train step `(state, batch, rng, teacher_variables) -> (state, metrics)`.
 
-    `batch` is {'image': float [B, H, W, C], 'label': int [B]} sharded on 'data'. `rng` is the
+    `batch` is {'image': float [B, H, W, C], 'label': int [B]} sharded on 'data', with 'mask'
+    bool [B] when it may be padded (`data.last_batch='pad'`): padding rows then count in no loss,
+    metric or BatchNorm statistic, so the step is that of the smaller batch. `rng` is the
     run's base key; the step folds in its own step number, so a resumed run draws the same Mixup
     coefficients as an uninterrupted one. Mixup is on for epochs < `mixup_epochs` (None: all; ACE
     ends with mixup-free epochs). `teacher_variables` are `teacher.variables` (None without a
@@ -131,12 +139,12 @@ def make_train_step(model, method: methods.Method, tx: optax.GradientTransformat
 
     def step_fn(state: TrainState, batch, rng, teacher_variables):
         rng = jax.random.fold_in(rng, state.step)
-        # The 0-indexed epoch this step belongs to, as the references' per-epoch schedules see it.
-        epoch = jnp.floor(state.step / steps_per_epoch).astype(jnp.int32)
-        images, labels = batch["image"], batch["label"]
+        epoch = epoch_of(state.step, steps_per_epoch)
+        images, labels, mask = batch["image"], batch["label"], batch.get("mask")
+        model_kwargs = {} if mask is None else {"mask": mask}
         if mixup_alpha > 0:
             mixed, labels_a, labels_b, lam = mixup_lib.mixup(rng, images, labels,
-                                                             alpha=mixup_alpha)
+                                                             alpha=mixup_alpha, mask=mask)
             if mixup_epochs is not None:
                 # lam = 1 is the unmixed batch: one program for both phases.
                 on = epoch < mixup_epochs
@@ -146,8 +154,9 @@ def make_train_step(model, method: methods.Method, tx: optax.GradientTransformat
 
         def loss_fn(params):
             raw, updates = model.apply({"params": params, "batch_stats": state.batch_stats},
-                                       images, train=True, mutable=["batch_stats"])
-            outputs = model_outputs(raw, teacher_logits)
+                                       images, train=True, mutable=["batch_stats"],
+                                       **model_kwargs)
+            outputs = model_outputs(raw, teacher_logits, mask)
             if mixup_alpha > 0:
                 loss = mixup_lib.mixup_loss(lambda y: method.loss(outputs, y, epoch), labels_a,
                                             labels_b, lam)
@@ -160,8 +169,11 @@ def make_train_step(model, method: methods.Method, tx: optax.GradientTransformat
             state.params)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        count = labels.shape[0]
-        correct = jnp.sum(jnp.argmax(method.aggregate(outputs), -1) == labels)
+        hits = jnp.argmax(method.aggregate(outputs), -1) == labels
+        if mask is None:
+            count, correct = labels.shape[0], jnp.sum(hits)
+        else:
+            count, correct = jnp.sum(mask), jnp.sum(hits & mask)
         metrics = {"loss_sum": loss * count, "correct": correct, "count": count,
                    "lr": learning_rate(state.step)}
         new_state = TrainState(step=state.step + 1, params=params, batch_stats=batch_stats,
@@ -300,8 +312,10 @@ class Run:
         self.mesh = make_mesh()
         self.to_global = make_to_global(self.mesh)
         self.sharding = pipeline.Sharding(jax.process_index(), jax.process_count())
-        self.steps_per_epoch = len(self.dataset.train) / config.batch_size
-        self.total_steps = math.ceil(config.num_epochs * self.steps_per_epoch)
+        self.epochs = pipeline.Epochs(len(self.dataset.train), config.batch_size,
+                                      config.data.get("last_batch", "pad"))
+        self.steps_per_epoch = self.epochs.steps_per_epoch
+        self.total_steps = self.epochs.total_steps(config.num_epochs)
         self.learning_rate = optim.learning_rate_schedule(
             config.schedule, base_lr=optim.base_learning_rate(config.optimizer, config.batch_size),
             num_epochs=config.num_epochs,
@@ -368,7 +382,7 @@ class Run:
             self.dataset.train, global_batch_size=cfg.batch_size, seed=cfg.seed,
             mean=self.dataset.mean, std=self.dataset.std,
             transform=pipeline.make_transform(cfg.data.augment), sharding=self.sharding,
-            sampler=cfg.data.sampler)
+            sampler=cfg.data.sampler, last_batch=self.epochs.last_batch)
 
     def predict(self, state: TrainState, split_name="test") -> tuple[Outputs, np.ndarray]:
         """(outputs, labels [N]) of `state` on 'test', 'val' or a Split: `Outputs` of host

@@ -74,15 +74,78 @@ def test_train_stream_visits_every_image_once_per_epoch(digits_dataset):
     np.testing.assert_array_equal(np.bincount(labels, minlength=10), d.class_counts)
 
 
+def test_epochs_count_steps_as_the_official_loaders():
+    # CIFAR-100-LT at imbalance ratio 100: 10,847 images in batches of 128.
+    pad = pipeline.Epochs(10_847, 128)
+    assert pad.steps_per_epoch == 85 and pad.total_steps(200) == 17_000
+    assert pad.batch(84) == (84 * 128, 95)  # The last batch of epoch 0: 10,847 - 84 * 128.
+    assert pad.batch(85) == (10_847, 128)  # Epoch 1 starts at its own permutation.
+    assert pad.batch(2 * 85 + 3) == (2 * 10_847 + 3 * 128, 128)
+    drop = pipeline.Epochs(10_847, 128, "drop")
+    assert drop.steps_per_epoch == 84 and drop.batch(84) == (10_847, 128)
+    stream = pipeline.Epochs(10_847, 128, "stream")
+    assert stream.steps_per_epoch == 10_847 / 128 and stream.total_steps(200) == 16_949
+    assert stream.batch(85) == (85 * 128, 128)
+    with pytest.raises(ValueError, match="data.last_batch='smaller'; expected one of"):
+        pipeline.Epochs(10, 4, "smaller")
+    with pytest.raises(ValueError, match="'drop' with 10 training images and batch_size=16"):
+        pipeline.Epochs(10, 16, "drop")
+
+
+def test_every_epoch_is_one_pass_with_a_smaller_masked_last_batch(digits_dataset):
+    d = digits_dataset
+    ds = _train_ds(d, batch=128)  # 544 = 4 x 128 + 32: five steps per epoch.
+    for epoch in range(2):
+        batches = [ds[epoch * 5 + j] for j in range(5)]
+        assert [int(b["mask"].sum()) for b in batches] == [128, 128, 128, 128, 32]
+        assert all(b["image"].shape == (128, 8, 8, 1) for b in batches)
+        labels = np.concatenate([b["label"][b["mask"]] for b in batches])
+        np.testing.assert_array_equal(np.bincount(labels, minlength=10), d.class_counts)
+        last = batches[-1]
+        assert last["mask"][:32].all()  # Real rows first; padding repeats them.
+        np.testing.assert_array_equal(last["image"][32:64], last["image"][:32])
+    first_epoch = np.concatenate([ds[j]["label"] for j in range(4)])
+    second_epoch = np.concatenate([ds[5 + j]["label"] for j in range(4)])
+    assert not np.array_equal(first_epoch, second_epoch)  # A fresh permutation.
+    dropped = pipeline.train_dataset(d.train, global_batch_size=128, seed=1, mean=d.mean,
+                                     std=d.std, last_batch="drop")
+    assert dropped[4]["mask"].all()
+    np.testing.assert_array_equal(dropped[4]["label"], ds[5]["label"])  # Epoch 1, batch 0.
+    streamed = pipeline.train_dataset(d.train, global_batch_size=128, seed=1, mean=d.mean,
+                                      std=d.std, last_batch="stream")
+    assert "mask" not in streamed[4]
+    np.testing.assert_array_equal(streamed[4]["label"][:32], ds[4]["label"][:32])
+    np.testing.assert_array_equal(streamed[4]["label"][32:], ds[5]["label"][:96])
+
+
+def test_stream_resumes_mid_epoch_after_a_padded_batch(digits_dataset):
+    d = digits_dataset
+    it = pipeline.train_iterator(_train_ds(d, batch=100))  # Six steps per epoch, last 44.
+    for _ in range(7):
+        next(it)
+    state = it.get_state()
+    following = [next(it) for _ in range(3)]
+    resumed = pipeline.train_iterator(_train_ds(d, batch=100))
+    resumed.set_state(state)
+    for expected in following:
+        got = next(resumed)
+        np.testing.assert_array_equal(got["image"], expected["image"])
+        np.testing.assert_array_equal(got["mask"], expected["mask"])
+
+
 def test_processes_read_disjoint_halves_of_the_global_batch(digits_dataset):
     d = digits_dataset
-    whole = pipeline.train_dataset(d.train, global_batch_size=32, seed=1, mean=d.mean, std=d.std)
-    halves = [pipeline.train_dataset(d.train, global_batch_size=32, seed=1, mean=d.mean,
+    whole = pipeline.train_dataset(d.train, global_batch_size=128, seed=1, mean=d.mean,
+                                   std=d.std)
+    halves = [pipeline.train_dataset(d.train, global_batch_size=128, seed=1, mean=d.mean,
                                      std=d.std, sharding=pipeline.Sharding(p, 2))
               for p in range(2)]
-    assert halves[0][0]["image"].shape[0] == 16
-    combined = np.sort(np.concatenate([h[0]["label"] for h in halves]))
-    np.testing.assert_array_equal(combined, np.sort(whole[0]["label"]))
+    assert halves[0][0]["image"].shape[0] == 64
+    for step in (0, 4):  # A full batch, then the last batch of the epoch (32 real rows).
+        for key in ("image", "label", "mask"):
+            np.testing.assert_array_equal(
+                np.concatenate([h[step][key] for h in halves]), whole[step][key])
+    assert halves[1][4]["mask"].sum() == 0  # Process 1 holds only padding in that step.
     with pytest.raises(ValueError, match="33 is not divisible by the 2 processes"):
         pipeline.train_dataset(d.train, global_batch_size=33, seed=1, mean=d.mean, std=d.std,
                                sharding=pipeline.Sharding(0, 2))
@@ -220,11 +283,11 @@ def test_class_balanced_sampler_draws_classes_uniformly_and_is_deterministic(dig
     d = digits_dataset
     make = lambda: pipeline.train_dataset(d.train, global_batch_size=500, seed=3,  # noqa: E731
                                           mean=d.mean, std=d.std, sampler="class_balanced")
-    first = np.concatenate([make()[k]["label"] for k in range(8)])
-    again = np.concatenate([make()[k]["label"] for k in range(8)])
+    first = np.concatenate([make()[k]["label"][make()[k]["mask"]] for k in range(8)])
+    again = np.concatenate([make()[k]["label"][make()[k]["mask"]] for k in range(8)])
     np.testing.assert_array_equal(first, again)
     freq = np.bincount(first, minlength=10) / first.size
-    # Uniform over the 10 classes (4000 draws: std of a frequency ~0.005), whereas the shuffled
+    # Uniform over the 10 classes (2176 draws: std of a frequency ~0.0065), whereas the shuffled
     # stream gives the head class 134/544 = 0.25 and the tail 13/544 = 0.024.
     assert np.abs(freq - 0.1).max() < 0.025
     with pytest.raises(ValueError, match="data.sampler='balanced'; expected"):

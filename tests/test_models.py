@@ -324,20 +324,27 @@ def test_initialisation():
     assert np.all(np.abs(bias) <= 1 / 16) and np.abs(bias).max() > 0.8 / 16
 
 
-def test_batch_norm_momentum():
-    """Running stats move 10 % of the way to the batch stats (PyTorch momentum 0.1), eps 1e-5."""
-    stem = Stem(4)
-    x = images(4, (8, 6, 6, 3)) * 3.0 + 1.0
+@pytest.mark.parametrize("unbiased", [True, False])
+def test_batch_norm_momentum(unbiased):
+    """Running stats move 10 % of the way to the batch stats (PyTorch momentum 0.1), eps 1e-5;
+    the running variance takes PyTorch's unbiased batch variance (ddof 1 over the n = B*H*W
+    values of a channel), or the biased one with `bn_unbiased=False`; the batch itself is
+    normalised with the biased variance either way."""
+    stem = Stem(4, bn_unbiased=unbiased)
+    x = images(4, (2, 3, 3, 3)) * 3.0 + 1.0  # n = 18: the two conventions differ by 18 / 17.
     variables = stem.init(key(0), x, train=False)
     out, state = stem.apply(variables, x, train=True, mutable=["batch_stats"])
     y = np.asarray(jax.lax.conv_general_dilated(
         x, variables["params"]["conv"]["kernel"], (1, 1), ((1, 1), (1, 1)),
-        dimension_numbers=("NHWC", "HWIO", "NHWC")))
-    mean, var = y.mean(axis=(0, 1, 2)), y.var(axis=(0, 1, 2))
+        dimension_numbers=("NHWC", "HWIO", "NHWC")), np.float64)
+    mean = y.mean(axis=(0, 1, 2))
+    running = y.reshape(-1, 4).var(axis=0, ddof=1 if unbiased else 0)
     stats = state["batch_stats"]["bn"]
     np.testing.assert_allclose(stats["mean"], 0.1 * mean, rtol=1e-4, atol=1e-6)
-    np.testing.assert_allclose(stats["var"], 0.9 + 0.1 * var, rtol=1e-4)
-    np.testing.assert_allclose(out, np.maximum((y - mean) / np.sqrt(var + 1e-5), 0), atol=1e-4)
+    np.testing.assert_allclose(stats["var"], 0.9 + 0.1 * running, rtol=1e-5)
+    biased = y.var(axis=(0, 1, 2))
+    np.testing.assert_allclose(out, np.maximum((y - mean) / np.sqrt(biased + 1e-5), 0),
+                               atol=1e-4)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import types
 
 import jax
 import numpy as np
@@ -17,7 +18,7 @@ from helpers import CONFIG_DIR, assert_trees_close, load_config
 from helpers import tiny_config as tiny
 
 from ltx import checkpointing, methods, models, optim, trainer
-from ltx.data import digits
+from ltx.data import digits, splits
 
 
 def tiny_config(epochs=2):
@@ -40,7 +41,10 @@ def test_train_step_on_four_devices_equals_one_device():
     tx = optim.make_optimizer(config.optimizer, lr)
     rng = np.random.default_rng(0)
     batches = [{"image": rng.normal(size=(16, 8, 8, 1)).astype(np.float32),
-                "label": rng.integers(0, 10, 16).astype(np.int32)} for _ in range(3)]
+                "label": rng.integers(0, 10, 16).astype(np.int32),
+                "mask": np.ones(16, bool)} for _ in range(3)]
+    # An epoch's smaller last batch: 9 real rows, so the fourth device holds only padding.
+    batches[-1]["mask"] = np.arange(16) < 9
 
     results = []
     for devices in (jax.devices()[:1], jax.devices()[:4]):
@@ -83,8 +87,9 @@ def test_resume_after_a_stop_gives_the_uninterrupted_state(tmp_path):
     step_fn, calls = interrupted.train_step, []
 
     def stop_after_12(state, batch, rng, teacher_variables):
-        # 544 images / 64 = 8.5 steps per epoch: the epoch-1 checkpoint is at step 9, mid-way
-        # through the second pass over the data, so the iterator position must be restored.
+        # 544 images / 64: 9 steps per epoch, the ninth of 32 images; the epoch-1 checkpoint is
+        # at step 9 and the stop mid-way through the second epoch, so the iterator position
+        # must be restored.
         if len(calls) == 12:
             raise _Interrupt()
         calls.append(1)
@@ -99,7 +104,7 @@ def test_resume_after_a_stop_gives_the_uninterrupted_state(tmp_path):
 
     resumed = trainer.Run(config, str(tmp_path / "resumed"))
     final_resumed = resumed.train()
-    assert int(resumed.state.step) == int(straight.state.step) == 17
+    assert int(resumed.state.step) == int(straight.state.step) == 18
     assert_trees_close(resumed.state.params, straight.state.params, rtol=1e-6, atol=1e-7)
     assert_trees_close(resumed.state.batch_stats, straight.state.batch_stats, rtol=1e-6,
                        atol=1e-7)
@@ -205,3 +210,77 @@ def test_mixup_stops_at_mixup_epochs():
     assert losses["until2", 1] == pytest.approx(losses["always", 1], rel=1e-6)
     assert losses["until2", 2] == pytest.approx(losses["never", 2], rel=1e-6)
     assert abs(losses["always", 2] - losses["never", 2]) > 1e-3
+
+
+def test_cifar100_lt_epochs_and_learning_rate_fall_on_the_official_steps(tmp_path):
+    """LDAM-DRW on CIFAR-100-LT IR 100: 10,847 images, batch 128, 200 epochs. The official
+    DataLoader (drop_last=False) gives 85 steps per epoch, 17,000 in all, and
+    `adjust_learning_rate` sets, at 1-indexed epoch t, 0.1 t / 5 for t <= 5, 0.1 x 1e-4 for
+    t > 180, 0.1 x 1e-2 for t > 160, else 0.1; DRW starts at 0-indexed epoch 160."""
+    config = load_config("cifar100_lt_ldam_drw", "ir=100")
+    counts = np.array([int(500 * 0.01 ** (i / 99)) for i in range(100)])
+    assert counts.sum() == 10_847
+    split = splits.Split(None, np.arange(10_847), np.repeat(np.arange(100), counts))
+    dataset = types.SimpleNamespace(train=split, class_counts=counts)
+    method, model = trainer.build_method_and_model(config, counts)
+    run = trainer.Run(config, str(tmp_path), parts=trainer.Parts(dataset, method, model))
+    assert run.steps_per_epoch == 85 and run.total_steps == 17_000
+
+    def official_lr(step):
+        t = step // 85 + 1
+        if t <= 5:
+            return 0.1 * t / 5
+        return 0.1 * (1e-4 if t > 180 else 1e-2 if t > 160 else 1.0)
+
+    for step in (0, 84, 85, 424, 425, 13_599, 13_600, 15_299, 15_300, 16_999):
+        np.testing.assert_allclose(float(run.learning_rate(step)), official_lr(step), rtol=1e-6,
+                                   err_msg=f"step {step}")
+    assert int(trainer.epoch_of(13_599, run.steps_per_epoch)) == 159
+    assert int(trainer.epoch_of(13_600, run.steps_per_epoch)) == 160
+    # The DRW switch: the loss changes between the two steps' epochs only.
+    rng = np.random.default_rng(0)
+    outputs = methods.Outputs(rng.normal(size=(1, 32, 100)).astype(np.float32) * 10)
+    labels = rng.integers(0, 100, 32)
+    before, after = (float(method.loss(outputs, labels, trainer.epoch_of(s, 85)))
+                     for s in (13_599, 13_600))
+    assert before == float(method.loss(outputs, labels, 0)) and abs(after - before) > 1e-3
+
+
+def test_a_padded_masked_batch_trains_as_the_smaller_batch_alone():
+    """One train step on 11 real rows padded to 16 (`mask`) equals the step on the 11 rows:
+    loss, gradients (through the updated parameters and optimizer state) and BatchNorm
+    statistics. LDAM-DRW: no Mixup, so both steps draw nothing."""
+    config = tiny(name="digits_lt_ldam_drw")
+    dataset = digits.digits_lt(imbalance_ratio=10)
+    method = methods.build(config.method, dataset.class_counts)
+    model = models.build(config.model, num_classes=10, num_experts=1)
+    lr = optim.learning_rate_schedule(config.schedule, base_lr=0.1, num_epochs=2,
+                                      steps_per_epoch=4)
+    tx = optim.make_optimizer(config.optimizer, lr)
+    rng = np.random.default_rng(0)
+    images = rng.normal(size=(16, 8, 8, 1)).astype(np.float32)
+    images[11:] = 50.0  # Padding that would move every statistic if it counted.
+    labels = rng.integers(0, 10, 16).astype(np.int32)
+    mesh = trainer.make_mesh(jax.devices()[:1])
+    step = trainer.make_train_step(model, method, tx, lr, mesh)
+    results = []
+    for batch in ({"image": images, "label": labels, "mask": np.arange(16) < 11},
+                  {"image": images[:11], "label": labels[:11]}):
+        state = trainer.create_train_state(jax.random.key(0, impl="rbg"), model, tx, (8, 8, 1),
+                                           mesh)
+        state, metrics = step(state, batch, jax.random.key(1), None)
+        results.append((jax.device_get(state), jax.device_get(metrics)))
+    (padded, m_padded), (alone, m_alone) = results
+    assert int(m_padded["count"]) == int(m_alone["count"]) == 11
+    np.testing.assert_allclose(m_padded["loss_sum"], m_alone["loss_sum"], rtol=1e-6)
+    assert int(m_padded["correct"]) == int(m_alone["correct"])
+    # Float32 sums in another order: differences of a few 1e-7 on gradients of ~1e-2.
+    assert_trees_close(padded.params, alone.params, rtol=1e-5, atol=2e-6)
+    assert_trees_close(padded.batch_stats, alone.batch_stats, rtol=1e-5, atol=2e-6)
+    assert_trees_close(padded.opt_state, alone.opt_state, rtol=1e-5, atol=2e-6)
+    # The padding would count without the mask: the comparison above can fail.
+    state = trainer.create_train_state(jax.random.key(0, impl="rbg"), model, tx, (8, 8, 1), mesh)
+    unmasked, _ = step(state, {"image": images, "label": labels}, jax.random.key(1), None)
+    unmasked = jax.device_get(unmasked)
+    stem_var = lambda s: np.asarray(s.batch_stats["stem"]["bn"]["var"])  # noqa: E731
+    assert np.abs(stem_var(unmasked) - stem_var(alone)).max() > 1e-2

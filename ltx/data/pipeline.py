@@ -1,19 +1,32 @@
 """grain input pipelines: a deterministic, checkpointable training stream and padded eval batches.
 
-Training reads the long-tailed index array as one endless stream: every epoch is a fresh
-permutation (grain's shuffle before repeat reshuffles per epoch), and batches run across epoch
-boundaries, so no image is dropped and every batch has the same shape. Augmentation draws from a
-generator that grain derives from the seed and the element's position, so a run is reproducible
-and the stream can be resumed from its iterator state alone, whatever the number of workers.
+Training reads the long-tailed index array as one endless stream of elements in which epoch e is
+a fresh permutation of the split (grain's shuffle before repeat reshuffles per epoch) and occupies
+stream positions [e N, (e + 1) N). `Epochs` cuts that stream into steps as `data.last_batch`
+says:
+- 'pad' (the default, PyTorch's `DataLoader(drop_last=False)` of every official code base): an
+  epoch is ceil(N / B) steps and its last batch holds the N mod B remaining images. So that no
+  step changes shape, that batch is padded to B rows (repeats of its own images) and carries a
+  `mask` [B] that is False on the padding; losses, metrics and BatchNorm statistics count only
+  the masked-in rows, which makes the padded step the smaller batch's step.
+- 'drop' (`drop_last=True`): floor(N / B) full steps per epoch, the remainder of each epoch unused.
+- 'stream' (ltx before the official accounting): full batches run across epoch boundaries,
+  N / B (fractional) steps per epoch, nothing dropped, no mask.
+Augmentation draws from a generator that grain derives from the seed and the element's stream
+position, so a run is reproducible and the stream can be resumed from its iterator state alone,
+whatever the number of workers.
 
-On several hosts each process reads every `process_count`-th element of the global stream and
-batches `global_batch_size // process_count` of them; the trainer assembles the global batch with
-`jax.make_array_from_process_local_data`.
+On several hosts process p reads the slots [p b, (p + 1) b) of every global batch,
+b = global_batch_size / process_count; the trainer assembles the global batch with
+`jax.make_array_from_process_local_data`, so the global batch (and its mask) is the same for any
+number of processes.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import sys
 from typing import Callable, Iterator
 
 import grain
@@ -41,6 +54,87 @@ class Sharding:
         return global_batch_size // self.process_count
 
 
+LAST_BATCH = ("pad", "drop", "stream")
+
+
+@dataclasses.dataclass(frozen=True)
+class Epochs:
+    """How the element stream is cut into steps (see the module docstring).
+
+    Attributes:
+      num_examples: N, images per epoch.
+      global_batch_size: B.
+      last_batch: 'pad', 'drop' or 'stream'.
+    """
+
+    num_examples: int
+    global_batch_size: int
+    last_batch: str = "pad"
+
+    def __post_init__(self):
+        if self.last_batch not in LAST_BATCH:
+            raise ValueError(f"data.last_batch={self.last_batch!r}; expected one of {LAST_BATCH}")
+        if self.num_examples <= 0 or self.global_batch_size <= 0:
+            raise ValueError(f"{self.num_examples} examples in batches of "
+                             f"{self.global_batch_size}; expected both > 0")
+        if self.last_batch == "drop" and self.num_examples < self.global_batch_size:
+            raise ValueError(f"data.last_batch='drop' with {self.num_examples} training images "
+                             f"and batch_size={self.global_batch_size} leaves no step; use 'pad' "
+                             "or a smaller batch")
+
+    @property
+    def steps_per_epoch(self) -> float:
+        """ceil(N / B) ('pad'), floor(N / B) ('drop'), N / B ('stream', may be fractional)."""
+        n, b = self.num_examples, self.global_batch_size
+        if self.last_batch == "pad":
+            return -(-n // b)
+        if self.last_batch == "drop":
+            return n // b
+        return n / b
+
+    def total_steps(self, num_epochs: float) -> int:
+        """Steps of `num_epochs` epochs (a fractional epoch count rounds up)."""
+        return math.ceil(num_epochs * self.steps_per_epoch)
+
+    def batch(self, step: int) -> tuple[int, int]:
+        """(stream position of the batch's first element, number of real rows) of `step`."""
+        n, b = self.num_examples, self.global_batch_size
+        if self.last_batch == "stream":
+            return step * b, b
+        epoch, j = divmod(step, int(self.steps_per_epoch))
+        return epoch * n + j * b, min(b, n - j * b)
+
+
+class _EpochBatches(grain.MapDataset):
+    """Element k is this process's part of global batch k of `epochs`, from the element stream
+    `parent`: {'image': [b, ...], 'label': [b]} and, unless streaming, 'mask' bool [b]."""
+
+    def __init__(self, parent: grain.MapDataset, epochs: Epochs, sharding: "Sharding"):
+        super().__init__(parent)
+        self._epochs = epochs
+        self._local = sharding.local_batch_size(epochs.global_batch_size)
+        self._first_slot = sharding.process_index * self._local
+
+    def __len__(self) -> int:
+        return sys.maxsize
+
+    def __str__(self) -> str:
+        return f"EpochBatches({self._epochs})"
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return self.slice(index)
+        start, count = self._epochs.batch(int(index))
+        slots = np.arange(self._first_slot, self._first_slot + self._local)
+        # Padding rows repeat the batch's own images: real, finite data that the mask removes.
+        records = self._parent._getitems([start + int(t % count) for t in slots])  # noqa: SLF001
+        batch = {"image": np.stack([r["image"] for r in records]),
+                 "label": np.asarray([r["label"] for r in records], np.int32)}
+        if self._epochs.last_batch != "stream":
+            batch["mask"] = slots < count
+        return batch
+
+
 def _normalizer(mean, std):
     def fn(record):
         return {"image": augment_lib.normalize(record["image"], mean, std),
@@ -58,6 +152,7 @@ def train_dataset(
     transform: Transform | None = None,
     sharding: Sharding = Sharding(),
     sampler: str = "shuffle",
+    last_batch: str = "pad",
 ) -> grain.MapDataset:
     """An endless random-access dataset of local training batches.
 
@@ -72,13 +167,16 @@ def train_dataset(
       sampler: 'shuffle' (every epoch a permutation of the split) or 'class_balanced' (RIDE's
         `BalancedSampler` for the router stage: each draw picks a class uniformly, then an image
         of that class uniformly; the official sampler walks a shuffled per-class bucket instead,
-        i.e. draws without replacement within a class).
+        i.e. draws without replacement within a class); an epoch is still N draws.
+      last_batch: how epochs become steps, 'pad', 'drop' or 'stream' (`Epochs`).
 
     Returns:
-      A MapDataset whose element k is the process's k-th batch:
-      {'image': float32 [b, H, W, C], 'label': int32 [b]}, b = global_batch_size / processes.
+      A MapDataset whose element k is the process's part of global batch k:
+      {'image': float32 [b, H, W, C], 'label': int32 [b], 'mask': bool [b] (not with
+      'stream')}, b = global_batch_size / processes.
     """
-    local = sharding.local_batch_size(global_batch_size)
+    epochs = Epochs(len(split), global_batch_size, last_batch)
+    sharding.local_batch_size(global_batch_size)
     source = split.source
     if sampler == "shuffle":
         ds = grain.MapDataset.source(split.indices).seed(seed).shuffle().repeat(None)
@@ -92,8 +190,7 @@ def train_dataset(
         ds = ds.random_map(lambda r, rng: {"image": transform(r["image"], rng),
                                            "label": r["label"]})
     ds = ds.map(_normalizer(mean, std))
-    ds = ds[sharding.process_index::sharding.process_count]
-    return ds.batch(local, drop_remainder=True)
+    return _EpochBatches(ds, epochs, sharding)
 
 
 def _class_balanced_draw(split: splits.Split):

@@ -159,11 +159,36 @@ def check_class_mask(mask, fn: str, name: str, shape: tuple[int, ...], layout: s
     return values
 
 
-def weighted_mean(nll: jax.Array, weights) -> jax.Array:
+def check_where(where, fn: str, batch: int):
+    """`where` as a bool [B] row mask (None stays None); a padded batch marks its padding False."""
+    if where is None:
+        return None
+    where = jnp.asarray(where)
+    if where.shape != (batch,):
+        raise ValueError(f"{fn}: where must be a bool [B] = ({batch},) mask over the batch, got "
+                         f"shape {tuple(where.shape)}")
+    if where.dtype != jnp.bool_:
+        raise ValueError(f"{fn}: where must be boolean, got dtype {where.dtype}")
+    return where
+
+
+def batch_mean(values: jax.Array, where=None) -> jax.Array:
+    """Mean over the last (batch) axis [..., B] -> [...], over the rows where `where` [B] is True
+    only: the mean of the smaller batch that a padded one stands for."""
+    if where is None:
+        return jnp.mean(values, axis=-1)
+    total = jnp.sum(jnp.where(where, values, 0.0), axis=-1)
+    return total / jnp.maximum(jnp.sum(where.astype(values.dtype)), 1.0)
+
+
+def weighted_mean(nll: jax.Array, weights, where=None) -> jax.Array:
     """Mean over the last (batch) axis; with per-sample weights [B], PyTorch's weighted mean
-    sum_i w_i nll_i / sum_i w_i."""
+    sum_i w_i nll_i / sum_i w_i. Rows where `where` [B] is False count in neither sum."""
     if weights is None:
-        return jnp.mean(nll, axis=-1)
+        return batch_mean(nll, where)
+    if where is not None:
+        weights = jnp.where(where, weights, 0.0)
+        nll = jnp.where(where, nll, 0.0)
     return jnp.sum(weights * nll, axis=-1) / jnp.sum(weights)
 
 

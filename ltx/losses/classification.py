@@ -8,7 +8,8 @@ import jax.numpy as jnp
 from ltx.losses import _input_checks as checks
 
 
-def cross_entropy(logits: jax.Array, labels: jax.Array, *, class_weights=None) -> jax.Array:
+def cross_entropy(logits: jax.Array, labels: jax.Array, *, class_weights=None,
+                  where=None) -> jax.Array:
     """Mean softmax cross-entropy.
 
     Args:
@@ -17,6 +18,7 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, *, class_weights=None) -
       class_weights: optional float [C]. As `torch.nn.CrossEntropyLoss(weight=w)`, the batch mean
         is then weighted and divided by the sum of the batch's target weights, sum_i w_{y_i}, not
         by B (LDAM-DRW and RIDE rely on this).
+      where: optional bool [B]; only these rows count (a padded last batch).
 
     Returns:
       Scalar loss, float32 or wider.
@@ -27,15 +29,16 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, *, class_weights=None) -
     labels = checks.check_labels(labels, fn, batch, num_classes)
     dtype = checks.compute_dtype(logits)
     weights = checks.check_class_weights(class_weights, fn, num_classes, dtype)
-    return _cross_entropy(logits.astype(dtype), labels, weights)
+    where = checks.check_where(where, fn, batch)
+    return _cross_entropy(logits.astype(dtype), labels, weights, where)
 
 
-def _cross_entropy(logits: jax.Array, labels: jax.Array, class_weights=None) -> jax.Array:
-    """`cross_entropy` on checked arguments, in the dtype of `logits` (weights: [C] or None)."""
+def _cross_entropy(logits: jax.Array, labels: jax.Array, class_weights=None,
+                   where=None) -> jax.Array:
+    """`cross_entropy` on checked arguments, in the dtype of `logits` (weights: [C] or None,
+    where: bool [B] or None)."""
     log_probs = jax.nn.log_softmax(logits, axis=-1)
     targets = jax.nn.one_hot(labels, logits.shape[-1], dtype=log_probs.dtype)
     nll = -jnp.sum(targets * log_probs, axis=-1)  # [..., B]
-    if class_weights is None:
-        return jnp.mean(nll)
-    weights = targets @ class_weights  # [B]
-    return jnp.mean(jnp.sum(weights * nll, axis=-1) / jnp.sum(weights))
+    weights = None if class_weights is None else targets @ class_weights  # [B]
+    return jnp.mean(checks.weighted_mean(nll, weights, where))

@@ -12,17 +12,17 @@ import jax.numpy as jnp
 from ltx.losses import _input_checks as checks
 
 
-def _kl_to_target(log_target, log_probs):
+def _kl_to_target(log_target, log_probs, where=None):
     """(1/B) sum_{i,c} q_ic (log q_ic - log p_ic) for log q [B, C], log p [..., B, C] -> [...].
 
-    PyTorch's `F.kl_div(log_p, q, reduction='batchmean')`; a zero q contributes 0."""
+    PyTorch's `F.kl_div(log_p, q, reduction='batchmean')`; a zero q contributes 0. With `where`
+    [B], B counts (and the sum runs over) only its True rows."""
     target = jnp.exp(log_target)
-    batch = log_probs.shape[-2]
-    return jnp.sum(target * (log_target - log_probs), axis=(-2, -1)) / batch
+    return checks.batch_mean(jnp.sum(target * (log_target - log_probs), axis=-1), where)
 
 
 def distillation_loss(student_logits: jax.Array, teacher_logits: jax.Array, *, temperature: float,
-                      t_squared: bool = True) -> jax.Array:
+                      t_squared: bool = True, where=None) -> jax.Array:
     """Knowledge distillation, KL(teacher || student) at temperature T, batch mean.
 
       L = T^2 * (1/B) sum_i sum_c q_ic (log q_ic - log p_ic),
@@ -42,6 +42,7 @@ def distillation_loss(student_logits: jax.Array, teacher_logits: jax.Array, *, t
       teacher_logits: float [B, C].
       temperature: T > 0.
       t_squared: multiply by T^2 (Hinton et al.), as the official code does.
+      where: optional bool [B]; only these rows count (a padded last batch).
 
     Returns:
       Scalar loss, float32 or wider.
@@ -53,9 +54,10 @@ def distillation_loss(student_logits: jax.Array, teacher_logits: jax.Array, *, t
         raise ValueError(f"{fn}: student_logits {tuple(student_logits.shape)} and teacher_logits "
                          f"{tuple(teacher_logits.shape)} must have the same [B, C] shape")
     checks.check_positive(temperature, "temperature", fn)
+    where = checks.check_where(where, fn, student_logits.shape[0])
     dtype = checks.compute_dtype(student_logits, teacher_logits)
     log_target = jax.nn.log_softmax(
         jax.lax.stop_gradient(teacher_logits.astype(dtype)) / temperature, axis=-1)
     log_probs = jax.nn.log_softmax(student_logits.astype(dtype) / temperature, axis=-1)
-    loss = _kl_to_target(log_target, log_probs)
+    loss = _kl_to_target(log_target, log_probs, where)
     return loss * temperature ** 2 if t_squared else loss

@@ -41,7 +41,7 @@ def _log_prior(counts, dtype) -> jax.Array:
 
 
 def logit_adjusted_loss(logits: jax.Array, labels: jax.Array, *, class_counts,
-                        tau: float = 1.0) -> jax.Array:
+                        tau: float = 1.0, where=None) -> jax.Array:
     """Logit-adjusted softmax CE: CE(logits + tau * log pi, labels).
 
     Args:
@@ -49,6 +49,7 @@ def logit_adjusted_loss(logits: jax.Array, labels: jax.Array, *, class_counts,
       labels: int [B] in [0, C).
       class_counts: [C] training images per class (>= 0).
       tau: adjustment strength; 1 is Menon et al.'s default and Balanced Softmax.
+      where: optional bool [B]; only these rows count (a padded last batch).
 
     Returns:
       Scalar loss, float32 or wider.
@@ -59,11 +60,13 @@ def logit_adjusted_loss(logits: jax.Array, labels: jax.Array, *, class_counts,
     labels = checks.check_labels(labels, fn, batch, num_classes)
     counts = checks.check_counts(class_counts, fn, num_classes, positive=False)
     dtype = checks.compute_dtype(logits)
-    return _cross_entropy(logits.astype(dtype) + tau * _log_prior(counts, dtype), labels)
+    where = checks.check_where(where, fn, batch)
+    return _cross_entropy(logits.astype(dtype) + tau * _log_prior(counts, dtype), labels,
+                          where=where)
 
 
 def gla_loss(expert_logits: jax.Array, labels: jax.Array, *, class_counts,
-             lambdas: Sequence[float]) -> jax.Array:
+             lambdas: Sequence[float], where=None) -> jax.Array:
     """BalPoE's generalized logit-adjusted loss, mean over experts.
 
     Args:
@@ -72,6 +75,7 @@ def gla_loss(expert_logits: jax.Array, labels: jax.Array, *, class_counts,
       class_counts: [C] training images per class (>= 0).
       lambdas: E floats; expert k targets the prior pi^lambda_k and is trained with
         tau_k = 1 - lambda_k. BalPoE's CIFAR default is lambdas (1, 0, -1) = tau (0, 1, 2).
+      where: optional bool [B]; only these rows count (a padded last batch).
 
     Returns:
       (1/E) sum_k CE(z_k + (1 - lambda_k) log pi, y), float32 or wider.
@@ -87,4 +91,5 @@ def gla_loss(expert_logits: jax.Array, labels: jax.Array, *, class_counts,
     dtype = checks.compute_dtype(expert_logits)
     taus = 1.0 - jnp.asarray(lambdas, dtype)  # [E]
     biases = taus[:, None, None] * _log_prior(counts, dtype)  # [E, 1, C]
-    return _cross_entropy(expert_logits.astype(dtype) + biases, labels)
+    where = checks.check_where(where, fn, batch)
+    return _cross_entropy(expert_logits.astype(dtype) + biases, labels, where=where)

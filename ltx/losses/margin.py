@@ -108,7 +108,7 @@ def _nll(logits, onehot):
 
 
 def focal_loss(logits: jax.Array, labels: jax.Array, *, gamma: float,
-               class_weights=None) -> jax.Array:
+               class_weights=None, where=None) -> jax.Array:
     """Focal loss with LDAM-DRW's exact reduction (`losses.py: focal_loss`, `FocalLoss`).
 
       ce_i = w_{y_i} * (-log softmax(z_i)_{y_i})          (w = 1 without class_weights)
@@ -128,6 +128,7 @@ def focal_loss(logits: jax.Array, labels: jax.Array, *, gamma: float,
       labels: int [B] in [0, C).
       gamma: focusing parameter >= 0 (LDAM-DRW's script uses 1).
       class_weights: optional float [C] (e.g. `drw_class_weights`).
+      where: optional bool [B]; only these rows count, B is their number (a padded last batch).
 
     Returns:
       Scalar loss, float32 or wider.
@@ -139,6 +140,7 @@ def focal_loss(logits: jax.Array, labels: jax.Array, *, gamma: float,
     checks.check_positive(gamma, "gamma", fn, allow_zero=True)
     dtype = checks.compute_dtype(logits)
     weights = checks.check_class_weights(class_weights, fn, num_classes, dtype)
+    where = checks.check_where(where, fn, batch)
     onehot = jax.nn.one_hot(labels, num_classes, dtype=dtype)
     ce = _nll(logits.astype(dtype), onehot)  # [B]
     if weights is not None:
@@ -148,11 +150,11 @@ def focal_loss(logits: jax.Array, labels: jax.Array, *, gamma: float,
     safe = jnp.where(positive, one_minus_p, 1.0)
     zero_base = jnp.where(jnp.asarray(gamma) == 0, 1.0, 0.0).astype(dtype)  # 0^gamma
     modulation = jnp.where(positive, jnp.power(safe, jnp.asarray(gamma, dtype)), zero_base)
-    return jnp.mean(modulation * ce)
+    return checks.batch_mean(modulation * ce, where)
 
 
 def ldam_loss(logits: jax.Array, labels: jax.Array, *, class_counts, max_margin: float = 0.5,
-              scale: float = 30.0, class_weights=None) -> jax.Array:
+              scale: float = 30.0, class_weights=None, where=None) -> jax.Array:
     """Label-distribution-aware margin (LDAM) loss (Cao et al. 2019).
 
     With logits z = scale * cos (a cosine head), margins m = `ldam_margins(class_counts)`:
@@ -179,6 +181,7 @@ def ldam_loss(logits: jax.Array, labels: jax.Array, *, class_counts, max_margin:
       max_margin: margin of the rarest class, >= 0.
       scale: the cosine scale s > 0 that the logits already include (30 in LDAM-DRW and RIDE).
       class_weights: optional float [C].
+      where: optional bool [B]; only these rows count (a padded last batch).
 
     Returns:
       Scalar loss, float32 or wider.
@@ -193,8 +196,9 @@ def ldam_loss(logits: jax.Array, labels: jax.Array, *, class_counts, max_margin:
     checks.check_positive(scale, "scale", fn)
     dtype = checks.compute_dtype(logits)
     weights = checks.check_class_weights(class_weights, fn, num_classes, dtype)
+    where = checks.check_where(where, fn, batch)
     margins = jnp.asarray(_ldam_margins(counts, xp, max_margin), dtype)
     onehot = jax.nn.one_hot(labels, num_classes, dtype=dtype)
     shifted = _margin_logits(logits.astype(dtype), onehot, margins, scale)
     target_weights = None if weights is None else onehot @ weights
-    return checks.weighted_mean(_nll(shifted, onehot), target_weights)
+    return checks.weighted_mean(_nll(shifted, onehot), target_weights, where)

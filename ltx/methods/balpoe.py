@@ -34,7 +34,8 @@ def _gla(lambdas, class_counts) -> dict:
 
     def loss(outputs, labels, epoch):
         del epoch  # gLA has no schedule.
-        return losses.gla_loss(outputs.logits, labels, class_counts=counts, lambdas=lambdas)
+        return losses.gla_loss(outputs.logits, labels, class_counts=counts, lambdas=lambdas,
+                               where=outputs.mask)
 
     return dict(
         num_experts=len(lambdas),

@@ -76,7 +76,9 @@ class Method:
       name: registry name.
       num_experts: E, the leading axis of the model's logits.
       loss: `(outputs: Outputs, labels [B], epoch int32 []) -> scalar`; epoch is the 0-indexed
-        epoch, traced inside the jitted step, for schedules such as DRW.
+        epoch, traced inside the jitted step, for schedules such as DRW. When `outputs.mask` is
+        set (an epoch's padded last batch) only its True rows may count, as if the batch were
+        that smaller one (every loss in `ltx.losses` takes it as `where=`).
       aggregate: `(outputs: Outputs, params=None) -> logits [B, C]`, the ensemble prediction.
         `params` are the trained parameters (ACE rescales its experts by their classifier norms);
         the train step passes None, which must still give a prediction for the accuracy log.

@@ -57,7 +57,7 @@ def build_ldam_drw(method_config, class_counts) -> dict:
     def loss(outputs, labels, epoch):
         return losses.ldam_loss(outputs.logits[0], labels, class_counts=counts,
                                 max_margin=cfg.max_margin, scale=cfg.scale,
-                                class_weights=weights(epoch))
+                                class_weights=weights(epoch), where=outputs.mask)
 
     return _single_model(loss, counts, mean_lambda=0.0)
 
@@ -71,6 +71,6 @@ def build_focal(method_config, class_counts) -> dict:
 
     def loss(outputs, labels, epoch):
         return losses.focal_loss(outputs.logits[0], labels, gamma=cfg.gamma,
-                                 class_weights=weights(epoch))
+                                 class_weights=weights(epoch), where=outputs.mask)
 
     return _single_model(loss, counts, mean_lambda=1.0)

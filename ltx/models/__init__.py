@@ -1,13 +1,15 @@
 """ResNet trunks with shared stages and per-expert branches.
 
 `build(config.model, num_classes=..., num_experts=...)` gives the Linen module the trainer uses;
-its `__call__(x [B, H, W, C], train=...)` returns expert logits [E, B, num_classes].
+its `__call__(x [B, H, W, C], train=..., mask=None)` returns expert logits [E, B, num_classes]
+(mask: bool [B], the real rows of a padded batch, which alone make the BatchNorm statistics).
 
 `config.model.name`: 'resnet32' (CIFAR; `widths`, `blocks_per_stage` and `strides` from the
 config) or one of the ImageNet trunks 'resnet10', 'resnet50', 'resnet152', 'resnext50_32x4d'
 (block kind and counts from the name; `widths` = the 4 stage plane counts, default
 (64, 128, 256, 512); optional `zero_init_residual`). All take `num_shared_stages`, `head`,
-`cosine_scale` and `expert_strategy`.
+`cosine_scale`, `expert_strategy` and `bn_running_var` ('unbiased', PyTorch's BatchNorm update,
+the default; 'biased', flax's).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ IMAGENET_ARCHITECTURES = tuple(resnet_imagenet.ARCHITECTURES)
 ARCHITECTURES = ("resnet32", *IMAGENET_ARCHITECTURES)
 IMAGENET_WIDTHS = (64, 128, 256, 512)
 EXPERT_STRATEGIES = ("auto", "vmap", "scan")
+BN_RUNNING_VARS = ("unbiased", "biased")
 
 
 def resolve_expert_strategy(strategy: str) -> str:
@@ -48,6 +51,10 @@ def build(model_config, *, num_classes: int, num_experts: int) -> MultiExpertNet
     cfg = model_config
     if cfg.name not in ARCHITECTURES:
         raise ValueError(f"model.name={cfg.name!r}; expected one of {ARCHITECTURES}")
+    running_var = cfg.get("bn_running_var", "unbiased")
+    if running_var not in BN_RUNNING_VARS:
+        raise ValueError(f"model.bn_running_var={running_var!r}; expected one of "
+                         f"{BN_RUNNING_VARS}")
     common = dict(
         num_classes=num_classes,
         num_experts=num_experts,
@@ -55,6 +62,7 @@ def build(model_config, *, num_classes: int, num_experts: int) -> MultiExpertNet
         head=cfg.head,
         cosine_scale=cfg.cosine_scale,
         expert_strategy=resolve_expert_strategy(cfg.expert_strategy),
+        bn_unbiased=running_var == "unbiased",
     )
     if cfg.name == "resnet32":
         return MultiExpertResNet(widths=tuple(cfg.widths), blocks_per_stage=cfg.blocks_per_stage,

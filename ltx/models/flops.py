@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from ltx.models import heads
+from ltx.models.batch_norm import BatchNorm
 from ltx.models.multi_expert import EXPERTS_NAME
 
 
@@ -67,7 +68,7 @@ def count_flops(model: nn.Module, image_shape, variables=None) -> dict[str, int]
             by_path[module.scope.path] = ("conv_macs", _size(out.shape) * per_output)
         elif isinstance(module, (nn.Dense, heads.CosineHead, heads.LWSHead)):
             by_path[module.scope.path] = ("dense_macs", _size(out.shape) * args[0].shape[-1])
-        elif isinstance(module, nn.BatchNorm):
+        elif isinstance(module, (nn.BatchNorm, BatchNorm)):
             by_path[module.scope.path] = ("bn_ops", 2 * _size(out.shape))
         return out
 

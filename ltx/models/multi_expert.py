@@ -54,14 +54,15 @@ _SPLIT_RNGS = {"params": True, "dropout": True}
 class ExpertBranch(nn.Module):
     """One expert: [optional stem] -> stages -> global average pool -> head.
 
-    `__call__(carry, x)` has the `nn.scan` signature and returns `(carry, (logits, features))`:
-    x [B, H, W, C] (the shared features, or the image when `stem` is given), logits
+    `__call__(carry, x, mask)` has the `nn.scan` signature and returns
+    `(carry, (logits, features))`: x [B, H, W, C] (the shared features, or the image when `stem`
+    is given), mask bool [B] or None (the real rows of a padded batch, for BatchNorm), logits
     [B, num_classes] float32, features [B, F] float32 with F the channels of the last stage (or C
     with no stages). The carry is passed through untouched (None under both strategies).
 
     `stem` (or None) and `stages` are module constructors (e.g. `functools.partial` of a stage
     class with all its attributes but `name`), called as `factory(name=...)` and applied as
-    `module(x, train=...)`. `first_stage` is the index of the first stage of the branch in the
+    `module(x, train=..., mask=...)`. `first_stage` is the index of the first stage of the branch in the
     whole network; it only names the submodules ('stage{i}') so that they read the same as in a
     single backbone.
     """
@@ -76,11 +77,11 @@ class ExpertBranch(nn.Module):
     train: bool = False
 
     @nn.compact
-    def __call__(self, carry, x: jax.Array):
+    def __call__(self, carry, x: jax.Array, mask: jax.Array | None = None):
         if self.stem is not None:
-            x = self.stem(name="stem")(x, train=self.train)
+            x = self.stem(name="stem")(x, train=self.train, mask=mask)
         for i, stage in enumerate(self.stages):
-            x = stage(name=f"stage{self.first_stage + i}")(x, train=self.train)
+            x = stage(name=f"stage{self.first_stage + i}")(x, train=self.train, mask=mask)
         features = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
         logits = make_head(self.head, self.num_classes, scale=self.cosine_scale,
                            linear_init=self.linear_init, name="head")(features)
@@ -108,8 +109,12 @@ class MultiExpertNet(nn.Module):
         shared trunk (num_shared_stages >= 1).
       dtype: computation dtype of the convolutions and BatchNorm; params, logits and features are
         float32.
+      bn_unbiased: BatchNorm folds the unbiased batch variance into its running variance, as
+        PyTorch (`ltx.models.batch_norm`); False: flax's biased update.
 
-    `__call__(x, *, train, return_features=False, return_shared=False)`: x [B, H, W, C_in] ->
+    `__call__(x, *, train, mask=None, return_features=False, return_shared=False)`:
+    x [B, H, W, C_in] (mask: bool [B], the real rows of a padded batch, which alone make the
+    BatchNorm statistics in train mode) ->
     logits [E, B, C] float32; with `return_features` also the experts' pooled features [E, B, F]
     float32, as `(logits, features)`; with `return_shared` also the shared trunk's feature map
     [B, H', W', F'] (the input itself without a shared trunk), as `(logits, features, shared)`.
@@ -127,6 +132,7 @@ class MultiExpertNet(nn.Module):
     scan_unroll: int = 0
     stop_gradient_experts: tuple = ()
     dtype: Any = jnp.float32
+    bn_unbiased: bool = True
 
     _linear_init = "kaiming"
 
@@ -191,22 +197,24 @@ class MultiExpertNet(nn.Module):
         # stays a while loop, which XLA:CPU runs ~18x slower. The variables are the same.
         if self.expert_strategy == "vmap" or self.num_experts == 1:
             lifted = nn.vmap(ExpertBranch, variable_axes=_VARIABLE_AXES, split_rngs=_SPLIT_RNGS,
-                             in_axes=(None, x_axis), out_axes=0, axis_size=self.num_experts)
+                             in_axes=(None, x_axis, None), out_axes=0,
+                             axis_size=self.num_experts)
         else:
             lifted = nn.scan(ExpertBranch, variable_axes=_VARIABLE_AXES, split_rngs=_SPLIT_RNGS,
-                             in_axes=0 if stacked_input else nn.broadcast, out_axes=0,
+                             in_axes=(0 if stacked_input else nn.broadcast, nn.broadcast),
+                             out_axes=0,
                              length=self.num_experts,
                              unroll=self.scan_unroll or self.num_experts)
         return lifted(**kwargs)
 
     @nn.compact
-    def __call__(self, x: jax.Array, *, train: bool, return_features: bool = False,
-                 return_shared: bool = False):
+    def __call__(self, x: jax.Array, *, train: bool, mask: jax.Array | None = None,
+                 return_features: bool = False, return_shared: bool = False):
         """x [B, H, W, C_in] -> logits [E, B, C] [, features [E, B, F]] [, shared] (the class)."""
         if self.num_shared_stages >= 1:
-            x = self._stem()(name="stem")(x, train=train)
+            x = self._stem()(name="stem")(x, train=train, mask=mask)
             for i in range(self.num_shared_stages):
-                x = self._stage(i)(name=f"stage{i}")(x, train=train)
+                x = self._stage(i)(name=f"stage{i}")(x, train=train, mask=mask)
         else:
             x = jnp.asarray(x, self.dtype)
         shared = x
@@ -216,7 +224,7 @@ class MultiExpertNet(nn.Module):
             stop = set(self.stop_gradient_experts)
             x = jnp.stack([jax.lax.stop_gradient(x) if e in stop else x
                            for e in range(self.num_experts)])
-        _, (logits, features) = self._branch(train, stacked)(None, x)
+        _, (logits, features) = self._branch(train, stacked)(None, x, mask)
         if return_shared:
             return logits, features, shared
         if return_features:
@@ -251,11 +259,13 @@ class MultiExpertResNet(MultiExpertNet):
         return len(self.widths)
 
     def _stem(self):
-        return functools.partial(Stem, self.widths[0], dtype=self.dtype)
+        return functools.partial(Stem, self.widths[0], dtype=self.dtype,
+                                 bn_unbiased=self.bn_unbiased)
 
     def _stage(self, index: int):
         return functools.partial(ResNetStage, self.widths[index], self.blocks_per_stage,
-                                 self.strides[index], dtype=self.dtype)
+                                 self.strides[index], dtype=self.dtype,
+                                 bn_unbiased=self.bn_unbiased)
 
 
 class MultiExpertImageNetResNet(MultiExpertNet):
@@ -315,10 +325,12 @@ class MultiExpertImageNetResNet(MultiExpertNet):
         return resnet_imagenet.NUM_STAGES
 
     def _stem(self):
-        return functools.partial(resnet_imagenet.ImageNetStem, self.stem_width, dtype=self.dtype)
+        return functools.partial(resnet_imagenet.ImageNetStem, self.stem_width, dtype=self.dtype,
+                                 bn_unbiased=self.bn_unbiased)
 
     def _stage(self, index: int):
-        options = dict(zero_init_residual=self.zero_init_residual, dtype=self.dtype)
+        options = dict(zero_init_residual=self.zero_init_residual, dtype=self.dtype,
+                       bn_unbiased=self.bn_unbiased)
         if self.block == "bottleneck":
             options.update(groups=self.groups, width_per_group=self.width_per_group,
                            stride_on_1x1=self.stride_on_1x1)

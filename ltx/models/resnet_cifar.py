@@ -20,17 +20,22 @@ windows on the odd pixels, out of line with PyTorch and with the option-A shortc
 
 Parameters are float32; `dtype` is the computation dtype of convolutions and BatchNorm.
 
-Known difference from PyTorch: Flax's BatchNorm updates the running variance with the biased batch
-variance, PyTorch with the unbiased one (a factor B*H*W / (B*H*W - 1) on each update).
+BatchNorm is `ltx.models.batch_norm.BatchNorm`: PyTorch's unbiased running-variance update by
+default (`bn_unbiased=False` on the modules gives flax's biased one), and a `mask` [B] so that a
+padded last batch of an epoch normalises as the smaller batch alone. Every module takes
+`__call__(x, *, train, mask=None)`.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from ltx.models.batch_norm import BatchNorm
 
 # kaiming_normal_(mode='fan_in', nonlinearity='relu'): N(0, 2 / fan_in), not truncated.
 kaiming_normal = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
@@ -60,14 +65,16 @@ def conv3x3(features: int, stride: int = 1, *, dtype: Any = jnp.float32, name: s
 
 
 def batch_norm(train: bool, *, dtype: Any = jnp.float32, name: str | None = None,
-               zero_scale: bool = False):
-    """BatchNorm with PyTorch's defaults (momentum 0.1 == Flax 0.9, eps 1e-5, gamma 1, beta 0).
+               zero_scale: bool = False, unbiased: bool = True) -> BatchNorm:
+    """BatchNorm with PyTorch's defaults (momentum 0.1 == Flax 0.9, eps 1e-5, gamma 1, beta 0,
+    the unbiased running variance unless `unbiased=False`); call it as `bn(x, mask)`.
 
     `zero_scale` starts gamma at 0 (torchvision's `zero_init_residual`, on a block's last BN).
     """
-    return nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM, epsilon=BN_EPSILON,
-                        dtype=dtype, param_dtype=jnp.float32, name=name,
-                        scale_init=nn.initializers.zeros if zero_scale else nn.initializers.ones)
+    return BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM, epsilon=BN_EPSILON,
+                     unbiased_running_var=unbiased, dtype=dtype, param_dtype=jnp.float32,
+                     name=name,
+                     scale_init=nn.initializers.zeros if zero_scale else nn.initializers.ones)
 
 
 def option_a_shortcut(x: jax.Array, planes: int, stride: int) -> jax.Array:
@@ -96,11 +103,12 @@ class Stem(nn.Module):
 
     width: int = 16
     dtype: Any = jnp.float32
+    bn_unbiased: bool = True
 
     @nn.compact
-    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    def __call__(self, x: jax.Array, *, train: bool, mask: jax.Array | None = None) -> jax.Array:
         x = conv3x3(self.width, dtype=self.dtype, name="conv")(jnp.asarray(x, self.dtype))
-        x = batch_norm(train, dtype=self.dtype, name="bn")(x)
+        x = batch_norm(train, dtype=self.dtype, name="bn", unbiased=self.bn_unbiased)(x, mask)
         return nn.relu(x)
 
 
@@ -110,14 +118,16 @@ class BasicBlock(nn.Module):
     planes: int
     stride: int = 1
     dtype: Any = jnp.float32
+    bn_unbiased: bool = True
 
     @nn.compact
-    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    def __call__(self, x: jax.Array, *, train: bool, mask: jax.Array | None = None) -> jax.Array:
         in_planes = x.shape[-1]
+        bn = functools.partial(batch_norm, train, dtype=self.dtype, unbiased=self.bn_unbiased)
         y = conv3x3(self.planes, self.stride, dtype=self.dtype, name="conv1")(x)
-        y = nn.relu(batch_norm(train, dtype=self.dtype, name="bn1")(y))
+        y = nn.relu(bn(name="bn1")(y, mask))
         y = conv3x3(self.planes, dtype=self.dtype, name="conv2")(y)
-        y = batch_norm(train, dtype=self.dtype, name="bn2")(y)
+        y = bn(name="bn2")(y, mask)
         if self.stride != 1 or in_planes != self.planes:
             shortcut = option_a_shortcut(x, self.planes, self.stride)
         else:
@@ -135,10 +145,12 @@ class ResNetStage(nn.Module):
     num_blocks: int = 5
     stride: int = 1
     dtype: Any = jnp.float32
+    bn_unbiased: bool = True
 
     @nn.compact
-    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    def __call__(self, x: jax.Array, *, train: bool, mask: jax.Array | None = None) -> jax.Array:
         for i in range(self.num_blocks):
             x = BasicBlock(self.planes, self.stride if i == 0 else 1, dtype=self.dtype,
-                           name=f"block{i}")(x, train=train)
+                           bn_unbiased=self.bn_unbiased, name=f"block{i}")(x, train=train,
+                                                                            mask=mask)
         return x

@@ -19,7 +19,8 @@ torchvision's layout:
 - stage i has `planes[i]` planes, stride 1 for the first stage and 2 for the others;
 - init: convolutions N(0, 2 / (k * k * out_channels)) (kaiming normal, fan_out, untruncated, as
   RIDE's `normal_(0, sqrt(2 / n))` and torchvision); BatchNorm gamma 1, beta 0; BatchNorm momentum
-  0.1 in PyTorch terms (Flax 0.9), eps 1e-5. No zero-init of the last BN gamma by default (the
+  0.1 in PyTorch terms (Flax 0.9), eps 1e-5, PyTorch's unbiased running variance
+  (`ltx.models.batch_norm`). No zero-init of the last BN gamma by default (the
   references do not; `zero_init_residual=True` gives torchvision's option). The classifier is an
   `nn.Linear` with PyTorch's default init (see `ltx.models.heads`, `linear_init='torch'`).
 
@@ -29,6 +30,7 @@ same pixels as the references.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -59,11 +61,13 @@ class ImageNetStem(nn.Module):
 
     width: int = STEM_WIDTH
     dtype: Any = jnp.float32
+    bn_unbiased: bool = True
 
     @nn.compact
-    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    def __call__(self, x: jax.Array, *, train: bool, mask: jax.Array | None = None) -> jax.Array:
         x = conv(self.width, 7, 2, dtype=self.dtype, name="conv")(jnp.asarray(x, self.dtype))
-        x = nn.relu(batch_norm(train, dtype=self.dtype, name="bn")(x))
+        x = nn.relu(batch_norm(train, dtype=self.dtype, name="bn",
+                               unbiased=self.bn_unbiased)(x, mask))
         return nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
 
 
@@ -73,13 +77,14 @@ class Shortcut(nn.Module):
     features: int
     stride: int = 1
     dtype: Any = jnp.float32
+    bn_unbiased: bool = True
 
     @nn.compact
-    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    def __call__(self, x: jax.Array, *, train: bool, mask: jax.Array | None = None) -> jax.Array:
         if self.stride == 1 and x.shape[-1] == self.features:
             return x
         x = conv(self.features, 1, self.stride, dtype=self.dtype, name="conv")(x)
-        return batch_norm(train, dtype=self.dtype, name="bn")(x)
+        return batch_norm(train, dtype=self.dtype, name="bn", unbiased=self.bn_unbiased)(x, mask)
 
 
 class ImageNetBasicBlock(nn.Module):
@@ -89,16 +94,18 @@ class ImageNetBasicBlock(nn.Module):
     stride: int = 1
     zero_init_residual: bool = False
     dtype: Any = jnp.float32
+    bn_unbiased: bool = True
 
     @nn.compact
-    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    def __call__(self, x: jax.Array, *, train: bool, mask: jax.Array | None = None) -> jax.Array:
+        bn = functools.partial(batch_norm, train, dtype=self.dtype, unbiased=self.bn_unbiased)
         y = conv(self.planes, 3, self.stride, dtype=self.dtype, name="conv1")(x)
-        y = nn.relu(batch_norm(train, dtype=self.dtype, name="bn1")(y))
+        y = nn.relu(bn(name="bn1")(y, mask))
         y = conv(self.planes, 3, dtype=self.dtype, name="conv2")(y)
-        y = batch_norm(train, dtype=self.dtype, zero_scale=self.zero_init_residual,
-                       name="bn2")(y)
+        y = bn(zero_scale=self.zero_init_residual, name="bn2")(y, mask)
         shortcut = Shortcut(self.planes, self.stride, dtype=self.dtype,
-                            name="shortcut")(x, train=train)
+                            bn_unbiased=self.bn_unbiased, name="shortcut")(x, train=train,
+                                                                           mask=mask)
         return nn.relu(y + shortcut.astype(y.dtype))
 
 
@@ -118,20 +125,22 @@ class Bottleneck(nn.Module):
     zero_init_residual: bool = False
     stride_on_1x1: bool = False
     dtype: Any = jnp.float32
+    bn_unbiased: bool = True
 
     @nn.compact
-    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    def __call__(self, x: jax.Array, *, train: bool, mask: jax.Array | None = None) -> jax.Array:
         width = int(self.planes * self.width_per_group / 64) * self.groups
         out = self.planes * EXPANSION["bottleneck"]
         first, second = (self.stride, 1) if self.stride_on_1x1 else (1, self.stride)
+        bn = functools.partial(batch_norm, train, dtype=self.dtype, unbiased=self.bn_unbiased)
         y = conv(width, 1, first, dtype=self.dtype, name="conv1")(x)
-        y = nn.relu(batch_norm(train, dtype=self.dtype, name="bn1")(y))
+        y = nn.relu(bn(name="bn1")(y, mask))
         y = conv(width, 3, second, groups=self.groups, dtype=self.dtype, name="conv2")(y)
-        y = nn.relu(batch_norm(train, dtype=self.dtype, name="bn2")(y))
+        y = nn.relu(bn(name="bn2")(y, mask))
         y = conv(out, 1, dtype=self.dtype, name="conv3")(y)
-        y = batch_norm(train, dtype=self.dtype, zero_scale=self.zero_init_residual,
-                       name="bn3")(y)
-        shortcut = Shortcut(out, self.stride, dtype=self.dtype, name="shortcut")(x, train=train)
+        y = bn(zero_scale=self.zero_init_residual, name="bn3")(y, mask)
+        shortcut = Shortcut(out, self.stride, dtype=self.dtype, bn_unbiased=self.bn_unbiased,
+                            name="shortcut")(x, train=train, mask=mask)
         return nn.relu(y + shortcut.astype(y.dtype))
 
 
@@ -148,10 +157,10 @@ class ImageNetStage(nn.Module):
     block: Callable[..., nn.Module] = Bottleneck
 
     @nn.compact
-    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    def __call__(self, x: jax.Array, *, train: bool, mask: jax.Array | None = None) -> jax.Array:
         for i in range(self.num_blocks):
             x = self.block(self.planes, self.stride if i == 0 else 1,
-                           name=f"block{i}")(x, train=train)
+                           name=f"block{i}")(x, train=train, mask=mask)
         return x
 
 BLOCKS = {"basic": ImageNetBasicBlock, "bottleneck": Bottleneck}

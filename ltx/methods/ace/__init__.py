@@ -215,7 +215,7 @@ def build(method_config, class_counts) -> dict:
 
     def loss(outputs, labels, epoch):
         del epoch  # No schedule; Mixup's unmixed tail is the trainer's (config.mixup_epochs).
-        return ace_loss(outputs.logits, labels, target_masks=masks)
+        return ace_loss(outputs.logits, labels, target_masks=masks, where=outputs.mask)
 
     return dict(
         num_experts=num_experts,

@@ -80,7 +80,7 @@ def ace_split(class_counts, thresholds: Sequence[float]) -> np.ndarray:
 
 
 def ace_expert_losses(expert_logits: jax.Array, labels: jax.Array, *,
-                      target_masks) -> jax.Array:
+                      target_masks, where=None) -> jax.Array:
     """ACE's per-expert losses L_k, float [E] (float32 or wider); `ace_loss` is their sum.
 
     Args, shapes and formula: see `ace_loss`.
@@ -95,6 +95,7 @@ def ace_expert_losses(expert_logits: jax.Array, labels: jax.Array, *,
         raise ValueError(f"{fn}: target_masks[{int(np.flatnonzero(empty)[0])}] selects no class; "
                          "every expert needs at least one target class")
     labels = checks.check_labels(labels, fn, batch, num_classes)
+    where = checks.check_where(where, fn, batch)
 
     z = expert_logits.astype(checks.compute_dtype(expert_logits))  # [E, B, C]
     targets = jax.nn.one_hot(labels, num_classes, dtype=z.dtype)  # [B, C]
@@ -104,6 +105,8 @@ def ace_expert_losses(expert_logits: jax.Array, labels: jax.Array, *,
 
     # selected[k, i] = 1 if y_i is a target class of expert k (one-hot product, shard-safe).
     selected = jnp.transpose(targets @ target_classes.T)  # [E, B]
+    if where is not None:  # Padding rows belong to no expert's subset.
+        selected = selected * where.astype(z.dtype)
     num_selected = jnp.sum(selected, axis=1)  # [E]
     nll = -jnp.sum(targets * jax.nn.log_softmax(z, axis=-1), axis=-1)  # [E, B]
     ce = jnp.sum(selected * nll, axis=1) / jnp.maximum(num_selected, 1.0)  # 0 if S_k is empty.
@@ -113,7 +116,8 @@ def ace_expert_losses(expert_logits: jax.Array, labels: jax.Array, *,
     return ce + jnp.where(num_interfering > 0, complement, 0.0)
 
 
-def ace_loss(expert_logits: jax.Array, labels: jax.Array, *, target_masks) -> jax.Array:
+def ace_loss(expert_logits: jax.Array, labels: jax.Array, *, target_masks,
+             where=None) -> jax.Array:
     """ACE's loss: sum over experts of subset CE plus the interfering-logit suppression term.
 
     Args:
@@ -121,6 +125,7 @@ def ace_loss(expert_logits: jax.Array, labels: jax.Array, *, target_masks) -> ja
       labels: int [B] in [0, C).
       target_masks: static bool [E, C], expert k's target classes (`ace_split` builds them);
         every row needs at least one True.
+      where: optional bool [B]; only these rows count (a padded last batch).
 
     Returns:
       Scalar sum_k L_k (float32 or wider) with
@@ -129,4 +134,5 @@ def ace_loss(expert_logits: jax.Array, labels: jax.Array, *, target_masks) -> ja
       CE is over all C classes; the norm is unsquared over the whole submatrix. An empty S_k or
       IC_k contributes 0 (computed with masks, so it is jit-safe; the norm's gradient at 0 is 0).
     """
-    return jnp.sum(ace_expert_losses(expert_logits, labels, target_masks=target_masks))
+    return jnp.sum(ace_expert_losses(expert_logits, labels, target_masks=target_masks,
+                                     where=where))

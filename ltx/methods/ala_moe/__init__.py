@@ -58,9 +58,9 @@ def build(method_config, class_counts) -> dict:
         raise ValueError(f"method.stage={stage!r}; expected one of {STAGES}")
     weights = losses.drw_schedule(counts, cfg.drw_epoch, cfg.beta)
 
-    def ala(logits, labels, epoch):
+    def ala(logits, labels, epoch, where):
         return ala_loss(logits, labels, class_counts=counts, scale=cfg.scale,
-                               class_weights=weights(epoch))
+                        class_weights=weights(epoch), where=where)
 
     balanced = base.balanced_prior_correction
     if stage == "distill":
@@ -70,8 +70,9 @@ def build(method_config, class_counts) -> dict:
 
         def distill_loss(outputs, labels, epoch):
             student = outputs.logits[0]
-            return ala(student, labels, epoch) + losses.distillation_loss(
-                student, outputs.teacher_logits, temperature=cfg.distill_temperature)
+            return ala(student, labels, epoch, outputs.mask) + losses.distillation_loss(
+                student, outputs.teacher_logits, temperature=cfg.distill_temperature,
+                where=outputs.mask)
 
         return dict(num_experts=1, loss=distill_loss, needs_teacher=True,
                     correct_prior=balanced)
@@ -83,9 +84,9 @@ def build(method_config, class_counts) -> dict:
         raise ValueError(f"method.router_epoch={cfg.router_epoch}; expected >= 0")
 
     def moe_loss(outputs, labels, epoch):
-        experts = ala(outputs.logits, labels, epoch)  # Mean over experts.
+        experts = ala(outputs.logits, labels, epoch, outputs.mask)  # Mean over experts.
         router_on = (epoch >= cfg.router_epoch).astype(experts.dtype)
-        return experts + router_on * ala(moe_logits(outputs), labels, epoch)
+        return experts + router_on * ala(moe_logits(outputs), labels, epoch, outputs.mask)
 
     return dict(num_experts=num_experts, loss=moe_loss, aggregate=_aggregate,
                 wrap_model=InstanceRoutedModel, model_additions=dict(router="instance"),

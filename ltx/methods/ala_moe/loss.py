@@ -47,7 +47,7 @@ def _quantity_factors(counts, dtype) -> jax.Array:
 
 
 def ala_loss(logits: jax.Array, labels: jax.Array, *, class_counts, scale: float = 30.0,
-             class_weights=None) -> jax.Array:
+             class_weights=None, where=None) -> jax.Array:
     """Adaptive logit adjustment loss.
 
     Args:
@@ -57,6 +57,7 @@ def ala_loss(logits: jax.Array, labels: jax.Array, *, class_counts, scale: float
       scale: s, the cosine head's scale (30).
       class_weights: optional float [C] (DRW weights); the batch mean is then weighted and divided
         by the sum of the batch's target weights, as `torch.nn.CrossEntropyLoss(weight=w)`.
+      where: optional bool [B]; only these rows count (a padded last batch).
 
     Returns:
       Scalar CE(z - s * DF * QF_y * onehot(y), y), float32 or wider, with DF = (1 - z_y / s) / 2
@@ -70,10 +71,11 @@ def ala_loss(logits: jax.Array, labels: jax.Array, *, class_counts, scale: float
     checks.check_positive(scale, "scale", fn)
     dtype = checks.compute_dtype(logits)
     weights = checks.check_class_weights(class_weights, fn, num_classes, dtype)
+    where = checks.check_where(where, fn, batch)
     z = logits.astype(dtype)
     targets = jax.nn.one_hot(labels, num_classes, dtype=z.dtype)  # [B, C]
     cos_y = jax.lax.stop_gradient(jnp.sum(targets * z, axis=-1)) / scale  # [..., B]
     difficulty = (1.0 - cos_y) / 2.0
     quantity = targets @ _quantity_factors(counts, dtype)  # [B], constant
     margin = scale * difficulty * quantity  # [..., B], no gradient
-    return _cross_entropy(z - margin[..., None] * targets, labels, weights)
+    return _cross_entropy(z - margin[..., None] * targets, labels, weights, where)

@@ -31,7 +31,8 @@ class InstanceRoutedModel(TrunkWrapper):
     to end. The trunk's variables keep their names (`nn.share_scope`); the router's live under
     'router'.
 
-    `__call__(x, *, train)` -> {'logits': [E, B, C], 'router': [B, E]}.
+    `__call__(x, *, train, mask=None)` -> {'logits': [E, B, C], 'router': [B, E]} (mask: bool [B],
+    the real rows of a padded batch, for the trunk's BatchNorm).
     """
 
     def setup(self):
@@ -41,6 +42,6 @@ class InstanceRoutedModel(TrunkWrapper):
         self.share_trunk_scope()
         self.router = InstanceRouter(self.trunk.num_experts)
 
-    def __call__(self, x: jax.Array, *, train: bool):
-        logits, _, shared = self.trunk(x, train=train, return_shared=True)
+    def __call__(self, x: jax.Array, *, train: bool, mask: jax.Array | None = None):
+        logits, _, shared = self.trunk(x, train=train, mask=mask, return_shared=True)
         return {"logits": logits, "router": self.router(shared)}

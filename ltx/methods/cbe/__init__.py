@@ -98,7 +98,7 @@ def build(method_config, class_counts) -> dict:
     if cfg.stage == "baseline":
         def loss(outputs, labels, epoch):
             del epoch
-            return losses.cross_entropy(outputs.logits, labels)
+            return losses.cross_entropy(outputs.logits, labels, where=outputs.mask)
 
         fields["loss"] = loss
         fields["correct_prior"] = base.lambda_prior_correction(counts, 1.0)
@@ -109,7 +109,7 @@ def build(method_config, class_counts) -> dict:
     if cfg.reject:
         def loss(outputs, labels, epoch):
             del epoch
-            return losses.cross_entropy(outputs.logits, labels)
+            return losses.cross_entropy(outputs.logits, labels, where=outputs.mask)
 
         fields["loss"] = loss
         return fields
@@ -120,7 +120,7 @@ def build(method_config, class_counts) -> dict:
     def oe_loss(outputs, labels, epoch):
         del epoch
         return outlier_exposure_loss(outputs.logits[0][:, :size], labels,
-                                            in_expert_mask=mask, weight=weight)
+                                     in_expert_mask=mask, weight=weight, where=outputs.mask)
 
     def oe_aggregate(outputs, params=None):
         del params

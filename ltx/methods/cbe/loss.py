@@ -137,7 +137,7 @@ def reject_logit_correction(logits: jax.Array, *, open_ratio: float) -> jax.Arra
 
 
 def outlier_exposure_loss(logits: jax.Array, labels: jax.Array, *, in_expert_mask,
-                          weight: float = 0.5) -> jax.Array:
+                          weight: float = 0.5, where=None) -> jax.Array:
     """Outlier-exposure loss of an expert over a class subset.
 
     Args:
@@ -145,6 +145,7 @@ def outlier_exposure_loss(logits: jax.Array, labels: jax.Array, *, in_expert_mas
       labels: int [B] global labels in [0, C).
       in_expert_mask: static bool [C], the expert's classes; K = its number of True entries.
       weight: the OE weight lambda (0.5 in Hendrycks et al.).
+      where: optional bool [B]; only these rows count (a padded last batch).
 
     Returns:
       Scalar (float32 or wider)
@@ -164,12 +165,16 @@ def outlier_exposure_loss(logits: jax.Array, labels: jax.Array, *, in_expert_mas
                          f"{num_inside} classes; expected the expert's logits over exactly its K "
                          "classes")
     labels = checks.check_labels(labels, fn, batch, mask.size)
+    where = checks.check_where(where, fn, batch)
     local = _local_labels(labels, mask)  # K for samples outside the expert.
     z = logits.astype(checks.compute_dtype(logits))
     log_probs = jax.nn.log_softmax(z, axis=-1)
     targets = jax.nn.one_hot(local, num_inside, dtype=z.dtype)  # All-zero rows for outsiders.
     inside = jnp.sum(targets, axis=-1)  # [B], 1 inside the expert, 0 outside.
     outside = 1.0 - inside
+    if where is not None:  # Padding rows are neither inside nor outside.
+        real = where.astype(z.dtype)
+        inside, outside = inside * real, outside * real
     nll = -jnp.sum(targets * log_probs, axis=-1)
     uniform_ce = -jnp.mean(log_probs, axis=-1)
     ce_in = jnp.sum(inside * nll) / jnp.maximum(jnp.sum(inside), 1.0)

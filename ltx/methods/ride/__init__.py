@@ -63,12 +63,12 @@ def _experts_stage(cfg, counts: np.ndarray) -> dict:
             reweighting=epoch >= cfg.reweight_epoch, max_margin=cfg.max_margin,
             scale=cfg.scale, base_temperature=cfg.base_temperature,
             diversity_factor=cfg.diversity_factor, reweight_factor=cfg.reweight_factor,
-            beta=cfg.beta)
+            beta=cfg.beta, where=outputs.mask)
         if not distill:
             return value
         value = value + losses.distillation_loss(
             jnp.mean(outputs.logits, axis=0), outputs.teacher_logits,
-            temperature=cfg.distill_temperature)
+            temperature=cfg.distill_temperature, where=outputs.mask)
         return num_experts * value if multiplicity == "official" else value
 
     return dict(num_experts=num_experts, loss=loss, needs_teacher=distill)
@@ -121,7 +121,8 @@ def _router_stage(cfg) -> dict:
     def loss(outputs, labels, epoch):
         del epoch
         targets = routing_targets(outputs.logits, labels)
-        return routing_loss(outputs.router.T, targets, pos_weight=cfg.router_pos_weight)
+        return routing_loss(outputs.router.T, targets, pos_weight=cfg.router_pos_weight,
+                            where=outputs.mask)
 
     return dict(
         num_experts=int(cfg.num_experts), loss=loss, aggregate=cascade_aggregate(threshold),

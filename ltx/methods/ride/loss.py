@@ -63,7 +63,7 @@ def _where(cond, a, b):
 def ride_loss(expert_logits: jax.Array, labels: jax.Array, *, class_counts, reweighting: bool,
               max_margin: float = 0.5, scale: float = 30.0, base_temperature: float = 1.0,
               diversity_factor: float = -0.2, reweight_factor: float = 0.05,
-              beta: float = 0.9999) -> jax.Array:
+              beta: float = 0.9999, where=None) -> jax.Array:
     """RIDE's training loss (`model/loss.py: RIDELoss.forward` with `extra_info`).
 
     With z_k the logits of expert k (scaled, [B, C]), z_bar = mean_k z_k (the model output),
@@ -108,6 +108,7 @@ def ride_loss(expert_logits: jax.Array, labels: jax.Array, *, class_counts, rewe
       diversity_factor: lambda (RIDE's `additional_diversity_factor`).
       reweight_factor: a in `ride_temperatures`.
       beta: class-balanced beta for the DRW weights, in [0, 1).
+      where: optional bool [B]; only these rows count (a padded last batch).
 
     Returns:
       Scalar loss (summed over experts), float32 or wider.
@@ -125,6 +126,7 @@ def ride_loss(expert_logits: jax.Array, labels: jax.Array, *, class_counts, rewe
     checks.check_positive(scale, "scale", fn)
     checks.check_positive(base_temperature, "base_temperature", fn)
     checks.check_fraction(beta, "beta", fn)
+    where = checks.check_where(where, fn, batch)
     if not isinstance(reweighting, (bool, np.bool_)):
         reweighting = jnp.asarray(reweighting)
         if reweighting.shape != () or reweighting.dtype != jnp.bool_:
@@ -154,11 +156,12 @@ def ride_loss(expert_logits: jax.Array, labels: jax.Array, *, class_counts, rewe
     mean_logits = jnp.mean(logits, axis=0)  # [B, C], the model output z_bar.
     base_logits = _where(diversity_factor == 0, jnp.broadcast_to(mean_logits, logits.shape), logits)
     base_losses = checks.weighted_mean(
-        _nll(_margin_logits(base_logits, onehot, margins, scale), onehot), target_weights)  # [E]
+        _nll(_margin_logits(base_logits, onehot, margins, scale), onehot), target_weights,
+        where)  # [E]
 
     log_target = jax.nn.log_softmax(jax.lax.stop_gradient(mean_logits) / temperature, axis=-1)
     log_probs = jax.nn.log_softmax(logits / temperature, axis=-1)  # [E, B, C]
-    diversity = temperature_mean ** 2 * _kl_to_target(log_target, log_probs)  # [E]
+    diversity = temperature_mean ** 2 * _kl_to_target(log_target, log_probs, where)  # [E]
     return jnp.sum(base_losses + diversity_factor * diversity)
 
 def routing_targets(expert_logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -192,7 +195,8 @@ def routing_targets(expert_logits: jax.Array, labels: jax.Array) -> jax.Array:
     later = jnp.flip(jnp.cumsum(jnp.flip(correct[1:], 0).astype(jnp.int32), axis=0), 0) > 0
     return jnp.logical_and(jnp.logical_not(correct[:-1]), later)
 
-def routing_loss(router_logits: jax.Array, targets: jax.Array, *, pos_weight: float) -> jax.Array:
+def routing_loss(router_logits: jax.Array, targets: jax.Array, *, pos_weight: float,
+                 where=None) -> jax.Array:
     """RIDE's router loss: binary cross-entropy with logits and a positive-class weight P.
 
       l = -[ P * t * log sigmoid(r) + (1 - t) * log(1 - sigmoid(r)) ]
@@ -207,6 +211,7 @@ def routing_loss(router_logits: jax.Array, targets: jax.Array, *, pos_weight: fl
       router_logits: float [E-1, B] (any shape; targets must match it).
       targets: bool or float in [0, 1], same shape (e.g. `routing_targets`).
       pos_weight: P >= 0.
+      where: optional bool [B] over the last axis; only these samples count (a padded batch).
 
     Returns:
       Scalar loss, float32 or wider.
@@ -223,4 +228,7 @@ def routing_loss(router_logits: jax.Array, targets: jax.Array, *, pos_weight: fl
     r = router_logits.astype(dtype)
     t = targets.astype(dtype)
     losses = (1.0 - t) * r + (1.0 + (pos_weight - 1.0) * t) * jax.nn.softplus(-r)
-    return jnp.mean(losses)
+    if where is None:
+        return jnp.mean(losses)
+    where = checks.check_where(where, fn, router_logits.shape[-1])
+    return jnp.mean(checks.batch_mean(losses, where))

@@ -60,7 +60,8 @@ class CascadeRoutedModel(TrunkWrapper):
     they are) and its outputs pass through `stop_gradient`, so only the router learns. The
     trunk's variables keep their names (`nn.share_scope`); the router's live under 'router'.
 
-    `__call__(x, *, train)` -> {'logits': [E, B, C], 'router': [B, E - 1]}.
+    `__call__(x, *, train, mask=None)` -> {'logits': [E, B, C], 'router': [B, E - 1]}; the mask
+    of a padded batch has nothing to do here (no BatchNorm statistics are computed).
     """
 
     hidden: int = 16
@@ -73,8 +74,8 @@ class CascadeRoutedModel(TrunkWrapper):
         self.share_trunk_scope()
         self.router = CascadeRouter(hidden=self.hidden, top_k=self.top_k)
 
-    def __call__(self, x: jax.Array, *, train: bool):
-        del train  # The trunk is frozen in both modes; the router has no BatchNorm.
+    def __call__(self, x: jax.Array, *, train: bool, mask: jax.Array | None = None):
+        del train, mask  # The trunk is frozen in both modes; the router has no BatchNorm.
         logits, features = jax.lax.stop_gradient(
             self.trunk(x, train=False, return_features=True))
         return {"logits": logits, "router": self.router(logits, features)}

@@ -26,7 +26,8 @@ def build(method_config, class_counts) -> dict:
 
     def loss(outputs, labels, epoch):
         del epoch
-        return sade_loss(outputs.logits, labels, class_counts=counts, tau=tau)
+        return sade_loss(outputs.logits, labels, class_counts=counts, tau=tau,
+                         where=outputs.mask)
 
     return dict(
         num_experts=NUM_SADE_EXPERTS,

@@ -60,7 +60,7 @@ def _inverse_prior(counts, dtype) -> jax.Array:
 
 
 def sade_loss(expert_logits: jax.Array, labels: jax.Array, *, class_counts,
-              tau: float = 2.0) -> jax.Array:
+              tau: float = 2.0, where=None) -> jax.Array:
     """SADE's diverse-expert loss: sum of the forward, uniform and inverse experts' CEs.
 
     Args:
@@ -69,6 +69,7 @@ def sade_loss(expert_logits: jax.Array, labels: jax.Array, *, class_counts,
       labels: int [B] in [0, C).
       class_counts: [C] training images per class (>= 0).
       tau: strength of the inverse expert's tilt (2 for CIFAR/ImageNet-LT, 1 for iNat/Places).
+      where: optional bool [B]; only these rows count (a padded last batch).
 
     Returns:
       Scalar CE(z_1) + CE(z_2 + log pi) + CE(z_3 + log pi - tau log pi_inv), float32 or wider,
@@ -82,11 +83,12 @@ def sade_loss(expert_logits: jax.Array, labels: jax.Array, *, class_counts,
                          f"exactly {NUM_SADE_EXPERTS} (forward, uniform, inverse)")
     labels = checks.check_labels(labels, fn, batch, num_classes)
     counts = checks.check_counts(class_counts, fn, num_classes, positive=False)
+    where = checks.check_where(where, fn, batch)
     dtype = checks.compute_dtype(expert_logits)
     z = expert_logits.astype(dtype)
     log_pi = _log_prior(counts, dtype)
     log_pi_inv = jnp.log(_inverse_prior(counts, dtype) + PRIOR_EPS)
-    forward = _cross_entropy(z[0], labels)
-    uniform = _cross_entropy(z[1] + log_pi, labels)
-    inverse = _cross_entropy(z[2] + log_pi - tau * log_pi_inv, labels)
+    forward = _cross_entropy(z[0], labels, where=where)
+    uniform = _cross_entropy(z[1] + log_pi, labels, where=where)
+    inverse = _cross_entropy(z[2] + log_pi - tau * log_pi_inv, labels, where=where)
     return forward + uniform + inverse
