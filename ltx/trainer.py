@@ -141,7 +141,6 @@ def make_train_step(model, method: methods.Method, tx: optax.GradientTransformat
         rng = jax.random.fold_in(rng, state.step)
         epoch = epoch_of(state.step, steps_per_epoch)
         images, labels, mask = batch["image"], batch["label"], batch.get("mask")
-        model_kwargs = {} if mask is None else {"mask": mask}
         if mixup_alpha > 0:
             mixed, labels_a, labels_b, lam = mixup_lib.mixup(rng, images, labels,
                                                              alpha=mixup_alpha, mask=mask)
@@ -154,8 +153,7 @@ def make_train_step(model, method: methods.Method, tx: optax.GradientTransformat
 
         def loss_fn(params):
             raw, updates = model.apply({"params": params, "batch_stats": state.batch_stats},
-                                       images, train=True, mutable=["batch_stats"],
-                                       **model_kwargs)
+                                       images, train=True, mask=mask, mutable=["batch_stats"])
             outputs = model_outputs(raw, teacher_logits, mask)
             if mixup_alpha > 0:
                 loss = mixup_lib.mixup_loss(lambda y: method.loss(outputs, y, epoch), labels_a,

@@ -176,7 +176,6 @@ def train_dataset(
       'stream')}, b = global_batch_size / processes.
     """
     epochs = Epochs(len(split), global_batch_size, last_batch)
-    sharding.local_batch_size(global_batch_size)
     source = split.source
     if sampler == "shuffle":
         ds = grain.MapDataset.source(split.indices).seed(seed).shuffle().repeat(None)
@@ -190,7 +189,7 @@ def train_dataset(
         ds = ds.random_map(lambda r, rng: {"image": transform(r["image"], rng),
                                            "label": r["label"]})
     ds = ds.map(_normalizer(mean, std))
-    return _EpochBatches(ds, epochs, sharding)
+    return _EpochBatches(ds, epochs, sharding)  # Checks the batch splits over the processes.
 
 
 def _class_balanced_draw(split: splits.Split):

@@ -20,6 +20,7 @@ the same either way.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import flax.linen as nn
@@ -65,9 +66,7 @@ class BatchNorm(nn.Module):
             mean, var = ra_mean.value, ra_var.value
         else:
             axes = tuple(range(x.ndim - 1))
-            per_row = 1
-            for d in x.shape[1:-1]:
-                per_row *= d
+            per_row = math.prod(x.shape[1:-1])
             if mask is None:
                 weights = None
                 count = jnp.asarray(x.shape[0] * per_row, stat_dtype)

@@ -62,8 +62,8 @@ class ExpertBranch(nn.Module):
 
     `stem` (or None) and `stages` are module constructors (e.g. `functools.partial` of a stage
     class with all its attributes but `name`), called as `factory(name=...)` and applied as
-    `module(x, train=..., mask=...)`. `first_stage` is the index of the first stage of the branch in the
-    whole network; it only names the submodules ('stage{i}') so that they read the same as in a
+    `module(x, train=..., mask=...)`. `first_stage` is the index of the first stage of the branch
+    in the whole network; it only names the submodules ('stage{i}') so that they read the same as in a
     single backbone.
     """
 

@@ -228,7 +228,5 @@ def routing_loss(router_logits: jax.Array, targets: jax.Array, *, pos_weight: fl
     r = router_logits.astype(dtype)
     t = targets.astype(dtype)
     losses = (1.0 - t) * r + (1.0 + (pos_weight - 1.0) * t) * jax.nn.softplus(-r)
-    if where is None:
-        return jnp.mean(losses)
     where = checks.check_where(where, fn, router_logits.shape[-1])
     return jnp.mean(checks.batch_mean(losses, where))
