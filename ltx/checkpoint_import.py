@@ -2,7 +2,7 @@
 
     ltx-import --config=configs/imagenet_lt_ride.py --stage=experts \\
         --checkpoint=RIDE_ImageNet_LT_ResNeXt50_3experts.pth --workdir=runs/ride_official
-    python -m ltx.checkpoint_import --config=configs/imagenet_lt_ce.py:arch=resnet10 \\
+    python -m ltx.cli import --config=configs/imagenet_lt_ce.py:arch=resnet10 \\
         --config.model.head=linear --checkpoint=resnet10.pth --workdir=runs/resnet10_imported
 
 The checkpoint (a `torch.save` file of the reference code or torchvision, `.safetensors` or
@@ -87,48 +87,3 @@ def import_checkpoint(checkpoint: str, config: ml_collections.ConfigDict, workdi
         with open(os.path.join(workdir, REPORT_FILE), "w") as f:
             json.dump(summary, f, indent=2)
     return summary
-
-
-_FLAGS: dict[str, Any] = {}
-
-
-def _define_flags() -> None:
-    """The CLI's flags, defined when the CLI runs (importing this module defines none)."""
-    if _FLAGS:
-        return
-    from absl import flags
-    from ml_collections import config_flags
-    _FLAGS["config"] = config_flags.DEFINE_config_file(
-        "config", None, "The ltx config of the model.", lock_config=True)
-    _FLAGS["checkpoint"] = flags.DEFINE_string("checkpoint", None,
-                                               "A .pth/.pt/.safetensors/.npz file.")
-    _FLAGS["workdir"] = flags.DEFINE_string("workdir", None,
-                                            "The ltx workdir to write (must be new).")
-    _FLAGS["stage"] = flags.DEFINE_string("stage", "", "The stage of a multi-stage config to "
-                                          "import into (default: the last).")
-    flags.mark_flags_as_required(["config", "checkpoint", "workdir"])
-    # `--help` lists the key flags of the main module (sys.argv[0], e.g. the console script).
-    import sys
-    for flag in flags.FLAGS.get_key_flags_for_module(__name__):
-        flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
-
-
-def main(argv):
-    from absl import app
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    workdir = _FLAGS["workdir"].value
-    summary = import_checkpoint(_FLAGS["checkpoint"].value, _FLAGS["config"].value, workdir,
-                                stage=_FLAGS["stage"].value)
-    print(f"Imported {summary['checkpoint']} into {workdir}: {summary['summary']}")
-
-
-def run(argv=None):
-    """Console-script entry (`ltx-import`)."""
-    from absl import app
-    _define_flags()
-    app.run(main, argv=argv)
-
-
-if __name__ == "__main__":
-    run()

@@ -22,11 +22,16 @@ class CheckpointMismatchError(ValueError):
     """The checkpoint in a workdir does not fit the configured model or data."""
 
 
+class CheckpointDamagedError(ValueError):
+    """A checkpoint cannot be read (truncated or deleted files)."""
+
+
 class Checkpointer:
     """Keeps the last `max_to_keep` checkpoints of a run under `<workdir>/checkpoints`."""
 
     def __init__(self, workdir: str, *, max_to_keep: int = 2, async_save: bool = True):
-        self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+        self.workdir = os.path.abspath(workdir)
+        self.directory = os.path.join(self.workdir, "checkpoints")
         self._manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(
@@ -36,6 +41,9 @@ class Checkpointer:
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
+
+    def all_steps(self) -> list[int]:
+        return sorted(self._manager.all_steps())
 
     def save(self, step: int, state: Any, data_state: dict, meta: dict, *,
              force: bool = False) -> None:
@@ -50,34 +58,97 @@ class Checkpointer:
         )
 
     def restore(self, state_template: Any, expected_meta: dict | None = None,
-                step: int | None = None) -> tuple[Any, dict, dict]:
+                step: int | None = None, *, may_differ: tuple[str, ...] = ()
+                ) -> tuple[Any, dict, dict]:
         """Restores (state, data_state, meta) from `step` (default: latest).
 
         Args:
           state_template: a TrainState with the target shapes and shardings.
-          expected_meta: keys whose values must match the saved metadata (e.g. the model
-            fingerprint); a difference raises CheckpointMismatchError naming the key.
+          expected_meta: keys whose values must match the saved metadata (the model
+            fingerprint, the recipe); values that are JSON objects are compared key by key, and
+            a difference raises CheckpointMismatchError naming the differing keys. A key the
+            checkpoint does not have (written by an older ltx) is not compared.
+          may_differ: keys of `expected_meta` whose differences are allowed (printed instead).
+
+        Raises CheckpointDamagedError when the checkpoint cannot be read.
         """
         step = self.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"no checkpoint under {self.directory}")
-        meta = self._manager.restore(step, args=ocp.args.Composite(
-            meta=ocp.args.JsonRestore()))["meta"]
+        where = f"checkpoint step {step} in {self.directory}"
+        try:
+            meta = self._manager.restore(step, args=ocp.args.Composite(
+                meta=ocp.args.JsonRestore()))["meta"]
+        except Exception as err:  # noqa: BLE001 (orbax and TensorStore raise many kinds)
+            raise CheckpointDamagedError(f"{where} is damaged: its metadata cannot be read "
+                                         f"({_short(err)})") from err
+        allowed_changes = False
         for key, value in (expected_meta or {}).items():
-            if meta.get(key) != value:
-                raise CheckpointMismatchError(
-                    f"checkpoint step {step} in {self.directory} was written with {key}="
-                    f"{meta.get(key)!r}, but the config gives {value!r}. Use a new --workdir "
-                    "or the original config; nothing was overwritten.")
+            if key not in meta or meta[key] == value:
+                continue
+            changes = differences(meta[key], value)
+            if key in may_differ:
+                allowed_changes = True
+                if jax.process_index() == 0:
+                    print(f"Resuming {where} although the config changed: {changes}",
+                          flush=True)
+                continue
+            raise CheckpointMismatchError(
+                f"{where} was written with another {key}: {changes}. Use the original config, "
+                "a new --workdir" + (", or --config.checkpoint.allow_config_change=True to "
+                                     "resume anyway" if key == "recipe" else "")
+                + "; nothing was overwritten.")
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state_template)
         try:
             restored = self._manager.restore(step, args=ocp.args.Composite(
                 state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore()))
-        except (ValueError, KeyError, TypeError) as err:
-            raise CheckpointMismatchError(
-                f"checkpoint step {step} in {self.directory} does not fit the configured model "
-                f"({err}). Use a new --workdir or the original config.") from err
+        except Exception as err:  # noqa: BLE001
+            if "fingerprint" not in meta or allowed_changes:
+                raise CheckpointMismatchError(
+                    f"{where} does not fit the configured model ({_short(err)}). Use a new "
+                    "--workdir or the original config.") from err
+            raise CheckpointDamagedError(f"{where} is damaged: its arrays cannot be read "
+                                         f"({_short(err)})") from err
         return restored["state"], restored["data"], meta
+
+    def restore_intact(self, state_template: Any, expected_meta: dict | None = None, *,
+                       may_differ: tuple[str, ...] = ()) -> tuple[Any, dict, dict]:
+        """`restore` of the newest checkpoint that can be read. A damaged newer one is moved to
+        `<workdir>/checkpoints_damaged/` (so that training can save that step again) with one
+        line saying so; CheckpointDamagedError when none is intact."""
+        damaged = []
+        for step in reversed(self.all_steps()):
+            try:
+                restored = self.restore(state_template, expected_meta, step,
+                                        may_differ=may_differ)
+            except CheckpointDamagedError as err:
+                damaged.append((step, str(err)))
+                continue
+            for bad_step, reason in damaged:
+                self._quarantine(bad_step)
+                if jax.process_index() == 0:
+                    print(f"{reason}; moved it to {self.workdir}/checkpoints_damaged and "
+                          f"resumed from step {step}", flush=True)
+            return restored
+        reasons = "; ".join(reason for _, reason in damaged)
+        raise CheckpointDamagedError(
+            f"no intact checkpoint in {self.directory}: {reasons}. Delete the damaged step "
+            "folders to train again from step 0, or use a new --workdir.")
+
+    def _quarantine(self, step: int) -> None:
+        if jax.process_index() == 0:
+            target = os.path.join(self.workdir, "checkpoints_damaged")
+            os.makedirs(target, exist_ok=True)
+            name, suffix = str(step), 0
+            while os.path.exists(os.path.join(target, name)):
+                suffix += 1
+                name = f"{step}.{suffix}"
+            os.rename(os.path.join(self.directory, str(step)), os.path.join(target, name))
+        self._manager.reload()
+
+    def check_for_errors(self) -> None:
+        """Raises the error of a failed asynchronous save, if one finished with an error."""
+        self._manager.check_for_errors()
 
     def reached_preemption(self, step: int) -> bool:
         return self._manager.reached_preemption(step)
@@ -89,6 +160,42 @@ class Checkpointer:
         self._manager.wait_until_finished()
         self._manager.close()
 
+    def close_quietly(self) -> None:
+        """`close` on the way out of an error: lets a save in flight finish, raises nothing."""
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 (the error being raised matters more)
+            pass
+
+
+def _short(err: BaseException, limit: int = 300) -> str:
+    """The first line of an error message, at most `limit` characters."""
+    text = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    return text if len(text) <= limit else text[:limit] + " ..."
+
+
+def _flatten(value, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return {prefix: value}
+    if isinstance(value, dict):
+        flat = {}
+        for key, item in value.items():
+            flat.update(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
+        return flat
+    return {prefix: value}
+
+
+def differences(saved, expected) -> str:
+    """'key: checkpoint A, config B; ...' over the dotted keys of two JSON objects (or JSON
+    strings of objects) that differ."""
+    a, b = _flatten(saved), _flatten(expected)
+    keys = sorted(k for k in set(a) | set(b) if a.get(k, "<absent>") != b.get(k, "<absent>"))
+    return "; ".join(f"{k or 'value'}: checkpoint {a.get(k, '<absent>')!r}, config "
+                     f"{b.get(k, '<absent>')!r}" for k in keys)
+
 
 def config_fingerprint(config, num_experts: int, model_additions=None) -> str:
     """A stable JSON string of the config parts that a checkpoint's shapes depend on.
@@ -99,6 +206,23 @@ def config_fingerprint(config, num_experts: int, model_additions=None) -> str:
              if k not in ("expert_strategy", "init_checkpoint")}
     model.update(model_additions or {})
     parts = {"model": model, "num_experts": num_experts, "data": config.data.name}
+    return json.dumps(parts, sort_keys=True, default=str)
+
+
+# Data fields that may change between a run and its resume: where the files are, how many
+# workers read them.
+_MOVABLE_DATA_KEYS = ("data_dir", "root", "list_dir", "num_workers", "check_files")
+
+
+def recipe_fingerprint(config) -> str:
+    """A stable JSON string of what else a resume must keep to continue the same run: the seed,
+    the batch size, the schedule and optimizer, the epochs, Mixup, the data (but its location)
+    and the method's config."""
+    data = {k: v for k, v in config.data.to_dict().items() if k not in _MOVABLE_DATA_KEYS}
+    parts = {key: config[key].to_dict() if hasattr(config[key], "to_dict") else config[key]
+             for key in ("seed", "batch_size", "num_epochs", "mixup_alpha", "mixup_epochs",
+                         "optimizer", "schedule", "method") if key in config}
+    parts["data"] = data
     return json.dumps(parts, sort_keys=True, default=str)
 
 

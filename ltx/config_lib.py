@@ -96,6 +96,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.checkpoint.every_epochs = 20
     c.checkpoint.max_to_keep = 2
     c.checkpoint.async_save = True
+    # A resume whose recipe (seed, batch size, schedule, method, data) differs from the one the
+    # checkpoint was written with is refused unless this is set; the new config is then kept
+    # beside the first as config.<step>.json.
+    c.checkpoint.allow_config_change = False
     return c
 
 
@@ -191,7 +195,11 @@ def parse_arg(arg: str | None, **defaults):
         if not sep or key not in defaults:
             raise ValueError(f"config argument {item!r}; expected key=value with key in "
                              f"{sorted(defaults)}")
-        values[key] = type(defaults[key])(value)
+        try:
+            values[key] = type(defaults[key])(value)
+        except ValueError:
+            raise ValueError(f"config argument {item!r}; expected a "
+                             f"{type(defaults[key]).__name__} value for {key}") from None
     return values
 
 
@@ -311,8 +319,10 @@ def large_scale_config(*, dataset: str, arch: str, mixup_alpha: float, root: str
     c.model.num_shared_stages = 2
     c.mixup_alpha = mixup_alpha
     c.num_epochs = epochs if num_epochs is None else num_epochs
+    # Another length scales the recipe's decay epochs with it (dropping those that reach 0).
+    decay = tuple(int(e * c.num_epochs / epochs) for e in decay)
     sgd_recipe(c, lr=lr, batch_size=batch, weight_decay=wd, schedule=schedule,
-               warmup_epochs=warmup, decay_epochs=decay)
+               warmup_epochs=warmup, decay_epochs=tuple(e for e in decay if e > 0))
     c.eval.every_epochs = max(c.num_epochs // 10, 1)
     c.eval.batch_size = 512
     c.checkpoint.every_epochs = max(c.num_epochs // 10, 1)

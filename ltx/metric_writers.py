@@ -20,11 +20,18 @@ def _scalar(value):
 
 
 class JsonlWriter:
-    """Appends one JSON object per `write_scalars` call to `<workdir>/metrics.jsonl`."""
+    """Appends one JSON object per `write_scalars` call to `<workdir>/metrics.jsonl`.
 
-    def __init__(self, path: str):
+    `resume_step`: the step a resumed run starts from; records of later steps, written by the
+    interrupted attempt after its last checkpoint, are dropped first (the resumed run writes
+    them again), so every step has one record.
+    """
+
+    def __init__(self, path: str, resume_step: int | None = None):
         self.path = path
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        if resume_step is not None and os.path.isfile(path):
+            _drop_records_after(path, resume_step)
         self._file = open(path, "a", encoding="utf-8")
 
     def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
@@ -40,6 +47,28 @@ class JsonlWriter:
 
     def close(self) -> None:
         self._file.close()
+
+
+def _drop_records_after(path: str, step: int) -> None:
+    """Rewrites the JSON-lines file at `path` without the records of steps after `step` (and
+    without a torn last line), atomically."""
+    kept, dropped = [], 0
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                record = json.loads(line)
+            except ValueError:  # A line torn by a killed process.
+                dropped += 1
+                continue
+            if isinstance(record, dict) and record.get("step", step) > step:
+                dropped += 1
+                continue
+            kept.append(line if line.endswith("\n") else line + "\n")
+    if dropped:
+        tmp = path + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.writelines(kept)
+        os.replace(tmp, path)
 
 
 class TensorBoardWriter:
@@ -94,10 +123,12 @@ class MultiWriter:
             w.close()
 
 
-def create_writer(workdir: str, *, process_index: int, tensorboard: bool = False) -> MultiWriter:
+def create_writer(workdir: str, *, process_index: int, tensorboard: bool = False,
+                  resume_step: int | None = None) -> MultiWriter:
+    """The run's writers on process 0 (see `JsonlWriter` for `resume_step`); none elsewhere."""
     if process_index != 0:
         return MultiWriter([])
-    writers = [JsonlWriter(os.path.join(workdir, "metrics.jsonl"))]
+    writers = [JsonlWriter(os.path.join(workdir, "metrics.jsonl"), resume_step)]
     if tensorboard:
         writers.append(TensorBoardWriter(os.path.join(workdir, "tensorboard")))
     return MultiWriter(writers)

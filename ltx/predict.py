@@ -1,7 +1,7 @@
 """Class probabilities of a trained run for your own images.
 
-    python -m ltx.predict --workdir=runs/digits_lt_balpoe path/to/image.png path/to/folder --top_k=5
-    python -m ltx.predict --workdir=... folder --prior=0.3,0.2,0.1,0.1,0.1,0.05,0.05,0.04,0.03,0.03
+    ltx-predict --workdir=runs/digits_lt_balpoe path/to/image.png path/to/folder --top_k=5
+    ltx-predict --workdir=... folder --prior=0.3,0.2,0.1,0.1,0.1,0.05,0.05,0.04,0.03,0.03
 
 From Python:
 
@@ -25,14 +25,13 @@ a method without one refuses a prior.
 from __future__ import annotations
 
 import os
-import sys
 from typing import Sequence
 
 import jax
 import numpy as np
 
 from ltx import workdirs
-from ltx.data import augment, datasets
+from ltx.data import augment
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm",
                     ".ppm")
@@ -178,60 +177,3 @@ def top_k(probs: np.ndarray, k: int) -> list[list[tuple[int, float]]]:
     k = min(k, probs.shape[-1])
     order = np.argsort(-probs, axis=-1, kind="stable")[:, :k]
     return [[(int(c), float(p[c])) for c in row] for row, p in zip(order, probs)]
-
-
-def _define_flags():
-    """The CLI's absl flags (defined on first use, so importing this module defines none)."""
-    from absl import flags
-    if "top_k" in flags.FLAGS:
-        return
-    if "workdir" not in flags.FLAGS:
-        flags.DEFINE_string("workdir", None, "A finished training workdir.")
-    flags.DEFINE_integer("top_k", 5, "How many classes to print per image.")
-    if "step" not in flags.FLAGS:
-        flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
-    flags.DEFINE_string("prior", None, "Comma-separated target class prior, one value per "
-                        "class, summing to 1.")
-    # `--help` lists the key flags of the main module (sys.argv[0], e.g. the console script).
-    import sys
-    for flag in flags.FLAGS.get_key_flags_for_module(__name__):
-        flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
-
-
-def _main(argv) -> int:
-    from absl import flags
-    f = flags.FLAGS
-    paths = argv[1:]
-    if not f.workdir or not paths:
-        print("ltx.predict: error: usage: ltx-predict --workdir=<dir> <image or folder> ...",
-              file=sys.stderr)
-        return 1
-    prior = None
-    try:
-        if f.prior is not None:
-            try:
-                prior = [float(x) for x in f.prior.split(",")]
-            except ValueError:
-                raise ValueError(f"--prior={f.prior!r}: expected comma-separated numbers")
-            # Checked before the model is restored, so a typo fails at once.
-            num_classes, _ = datasets.spec(workdirs.load_config(f.workdir).data)
-            prior = check_prior(prior, num_classes)
-        predictor = Predictor.from_workdir(f.workdir, step=f.step)
-        files, probs = predictor.predict_paths(paths, prior)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"ltx.predict: error: {err}", file=sys.stderr)
-        return 1
-    for name, best in zip(files, top_k(probs, f.top_k)):
-        print(f"{name}: " + ", ".join(f"{c} ({p:.3f})" for c, p in best))
-    return 0
-
-
-def main(argv=None) -> None:
-    """`ltx-predict --workdir=<dir> <image or folder> ... [--top_k=5] [--prior=...]`."""
-    from absl import app
-    _define_flags()
-    app.run(_main, argv=argv)
-
-
-if __name__ == "__main__":
-    main()

@@ -1,7 +1,7 @@
 """Everything a long-tail paper reports, from a finished training workdir, in one command.
 
-    python -m ltx.report --workdir=runs/digits_lt_balpoe [--shot_convention=ace] [--step=N]
-    ltx-eval --workdir=...                                   # the same, as a console script
+    ltx-eval --workdir=runs/digits_lt_balpoe [--shot_convention=ace] [--step=N]
+    python -m ltx.cli eval --workdir=...                    # the same, without the scripts
 
 The method's final predictor is rebuilt from the workdir (`ltx.workdirs.final_predictor`: the
 run, the last stage of a multi-stage run, or the fused class-balanced experts) with its latest
@@ -401,47 +401,3 @@ def format_markdown(report: dict) -> str:
                       "|---|---|---|---|---|---|---|---|---|"]
             lines += [_row(name, r) for name, r in rows.items()]
     return "\n".join(lines) + "\n"
-
-
-def _define_flags():
-    """The CLI's absl flags (defined on first use, so importing this module defines none)."""
-    from absl import flags
-    if "max_per_class" in flags.FLAGS:
-        return
-    if "workdir" not in flags.FLAGS:
-        flags.DEFINE_string("workdir", None, "A finished training workdir.")
-    flags.DEFINE_enum("shot_convention", None, sorted(shots.SHOT_CONVENTIONS),
-                      "Many/medium/few rule (default: the run's config).")
-    if "step" not in flags.FLAGS:
-        flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
-    flags.DEFINE_integer("max_per_class", MAX_PER_CLASS,
-                         "Head size of the long-tailed test sets.")
-    flags.DEFINE_bool("pictures", True, "Draw the PNGs (--nopictures: only the report files).")
-    # `--help` lists the key flags of the main module (sys.argv[0], e.g. the console script).
-    import sys
-    for flag in flags.FLAGS.get_key_flags_for_module(__name__):
-        flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
-
-
-def _main(argv) -> None:
-    from absl import app, flags
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    f = flags.FLAGS
-    if not f.workdir:
-        raise app.UsageError("--workdir is required")
-    evaluate_workdir(f.workdir, shot_convention=f.shot_convention, step=f.step,
-                     max_per_class=f.max_per_class, pictures=f.pictures, verbose=True)
-    print(f"Wrote {os.path.join(f.workdir, 'eval')}/report.json, report.md"
-          + (" and the PNGs." if f.pictures else "."))
-
-
-def main(argv=None) -> None:
-    """`ltx-eval --workdir=<dir> [--shot_convention=...] [--step=N] [--nopictures]`."""
-    from absl import app
-    _define_flags()
-    app.run(_main, argv=argv)
-
-
-if __name__ == "__main__":
-    main()

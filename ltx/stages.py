@@ -27,13 +27,14 @@ students from a published teacher.
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
 import jax
 import ml_collections
 
-from ltx import config_lib, methods, trainer, workdirs
+from ltx import config_check, config_lib, evaluation, methods, trainer, workdirs
 
 
 def _teacher_from_workdir(config) -> trainer.Teacher:
@@ -57,8 +58,32 @@ def _prepare(config, workdir: str, teacher: trainer.Teacher | None) -> trainer.R
     return trainer.Run(config, workdir, parts=parts, teacher=teacher)
 
 
+def _already_finished(workdir: str) -> dict[str, Any]:
+    """The stored final metrics of a finished workdir, printed; nothing is written."""
+    final = workdirs.read_final_metrics(workdir)
+    if jax.process_index() == 0:
+        print(f"{workdir} has finished already ({final.get('steps', '?')} steps); nothing was "
+              "trained or written. Its final metrics (final_metrics.json):", flush=True)
+        rows = {"test": {k: v for k, v in final.items() if not k.startswith("val_")}}
+        if any(k.startswith("val_") for k in final):
+            rows["val"] = {k[4:]: v for k, v in final.items() if k.startswith("val_")}
+        try:
+            print(evaluation.format_table(rows), flush=True)
+        except (KeyError, TypeError, ValueError):
+            print(json.dumps(final, indent=2, sort_keys=True), flush=True)
+        print("Use a new --workdir to train again.", flush=True)
+    return final
+
+
 def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-    """Trains every stage of `config` in order (one run without stages); returns final metrics."""
+    """Trains every stage of `config` in order (one run without stages); returns final metrics.
+
+    The whole config (every stage) is checked first (`ltx.config_check`), so a bad value fails
+    before anything is read or trained; a finished workdir is reported, not trained again.
+    """
+    config_check.check(config)
+    if workdirs.is_finished(workdir):
+        return _already_finished(workdir)
     stages = config_lib.stage_configs(config)
     if not stages:
         return _prepare(config, workdir, None).train()

@@ -1,8 +1,9 @@
-"""Parameter count and forward FLOPs per image of a model; `python -m ltx.stats --config=...`.
+"""Parameter count and forward FLOPs per image of a model; `ltx-stats --config=...`.
 
-    python -m ltx.stats --config=configs/digits_lt_balpoe.py
-    python -m ltx.stats --config=configs/cifar100_lt_balpoe.py --config.model.name=resnet50 --xla
-    python -m ltx.stats --workdir=runs/digits_lt_cbe     # a finished run's final predictor
+    ltx-stats --config=configs/digits_lt_balpoe.py
+    ltx-stats --config=configs/cifar100_lt_balpoe.py --config.model.name=resnet50 --xla
+    ltx-stats --workdir=runs/digits_lt_cbe     # a finished run's final predictor
+    python -m ltx.cli stats --config=...      # the same, without the console scripts
 
 prints one JSON object: `params` (trainable parameters), `gflops` (per image, forward, inference
 mode), the parts of the count, and the model and input it describes. Nothing is compiled and no
@@ -20,7 +21,6 @@ it needs a lowering, not a compile).
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from ltx.models.flops import model_stats
@@ -73,28 +73,3 @@ def workdir_stats(workdir: str, *, xla: bool = False) -> dict[str, Any]:
     return {"method": predictor.method.name, "num_experts": predictor.method.num_experts,
             "num_classes": predictor.dataset.num_classes, "image_shape": list(image_shape),
             **total, "models": parts}
-
-
-def main(argv):
-    from absl import app, logging
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    logging.set_verbosity(logging.WARNING)  # Keep JAX's backend probing out of the output.
-    if (_CONFIG.value is None) == (not _WORKDIR.value):
-        raise app.UsageError("give exactly one of --config and --workdir")
-    if _WORKDIR.value:
-        print(json.dumps(workdir_stats(_WORKDIR.value, xla=_XLA.value)))
-    else:
-        print(json.dumps(config_stats(_CONFIG.value, xla=_XLA.value)))
-
-
-if __name__ == "__main__":
-    from absl import app, flags
-    from ml_collections import config_flags
-
-    _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
-                                              lock_config=True)
-    _WORKDIR = flags.DEFINE_string("workdir", "", "A finished workdir: the stats of its final "
-                                   "predictor (instead of --config).")
-    _XLA = flags.DEFINE_bool("xla", False, "Also report XLA's cost_analysis() flops.")
-    app.run(main)

@@ -3,14 +3,18 @@
     python -m ltx.train --config=configs/digits_lt_balpoe.py --workdir=/tmp/ltx/digits_balpoe
     ltx-train --config=configs/cifar100_lt_balpoe.py:ir=50 --workdir=... --config.seed=2
 
-All logic lives in `ltx.stages` (multi-stage methods) and `ltx.trainer`; this file only parses
-flags.
+All logic lives in `ltx.stages` (multi-stage methods) and `ltx.trainer`; this file parses flags,
+checks the config before JAX starts (`ltx.config_check`) and follows the error convention of
+`ltx.cli` (bad input: one `ltx-train: error: ...` line, exit status 2; divergence 3; preemption
+4, after saving a checkpoint).
 """
 
 import os
 
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
+
+from ltx import cli
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.",
                                           lock_config=True)
@@ -20,21 +24,30 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv):
     if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+        raise ValueError(f"unexpected arguments {argv[1:]}")
     config = _CONFIG.value
     # orbax and grain log every checkpoint step at INFO; --verbosity=0 brings them back.
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)
+    from ltx import config_check  # No JAX computation: distributed init must come first.
+    config_check.check(config, built=False)
     if config.distributed or os.environ.get("LTX_DISTRIBUTED") == "1":
         import jax
-        jax.distributed.initialize()
-    from ltx import stages  # After distributed init, which must precede any JAX computation.
+        try:
+            jax.distributed.initialize()
+        except (ValueError, RuntimeError) as err:
+            raise ValueError(
+                f"config.distributed=True, but jax.distributed.initialize() failed: {err}. "
+                "Outside a cluster it detects (SLURM, Open MPI, a TPU pod, Kubernetes) set "
+                "JAX_COORDINATOR_ADDRESS=host:port, JAX_NUM_PROCESSES and JAX_PROCESS_ID on "
+                "every process") from None
+    from ltx import stages
     stages.train(config, _WORKDIR.value)
 
 
 def run(argv=None):
     """Console-script entry (`ltx-train`); `argv` defaults to sys.argv."""
-    app.run(main, argv=argv)
+    cli.run("ltx-train", main, argv)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ point), `checkpoints/` (orbax, keep-N, resumed automatically) and, when finished
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -32,7 +33,8 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from ltx import checkpointing, evaluation, methods, metric_writers, models, optim
+from ltx import (checkpointing, config_check, evaluation, faults, methods, metric_writers, models,
+                 optim, provenance)
 from ltx.data import datasets, mixup as mixup_lib, pipeline
 from ltx.outputs import Outputs, model_outputs
 
@@ -173,7 +175,7 @@ def make_train_step(model, method: methods.Method, tx: optax.GradientTransformat
         else:
             count, correct = jnp.sum(mask), jnp.sum(hits & mask)
         metrics = {"loss_sum": loss * count, "correct": correct, "count": count,
-                   "lr": learning_rate(state.step)}
+                   "lr": learning_rate(state.step), "grad_norm": optax.tree.norm(grads)}
         new_state = TrainState(step=state.step + 1, params=params, batch_stats=batch_stats,
                                opt_state=opt_state)
         return new_state, metrics
@@ -205,24 +207,14 @@ def make_eval_step(model, mesh: jax.sharding.Mesh):
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
-    """Raises ValueError naming the first bad value and what was expected."""
-    checks = [
-        (config.batch_size > 0, f"batch_size={config.batch_size}; expected > 0"),
-        (config.batch_size % jax.device_count() == 0,
-         f"batch_size={config.batch_size} is not divisible by the {jax.device_count()} devices"),
-        (config.eval.batch_size % jax.device_count() == 0,
-         f"eval.batch_size={config.eval.batch_size} is not divisible by the "
-         f"{jax.device_count()} devices"),
-        (config.num_epochs > 0, f"num_epochs={config.num_epochs}; expected > 0"),
-        (config.mixup_alpha >= 0, f"mixup_alpha={config.mixup_alpha}; expected >= 0 (0 = off)"),
-        (config.eval.every_epochs >= 0,
-         f"eval.every_epochs={config.eval.every_epochs}; expected >= 0 (0 = only at the end)"),
-        (config.checkpoint.every_epochs >= 0,
-         f"checkpoint.every_epochs={config.checkpoint.every_epochs}; expected >= 0"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise ValueError(message)
+    """Raises ValueError when a batch size does not split over the devices (the rest of the
+    config is checked by `ltx.config_check`, before any of this is built)."""
+    for key, value in (("batch_size", config.batch_size),
+                       ("eval.batch_size", config.eval.batch_size)):
+        if value <= 0 or value % jax.device_count():
+            raise ValueError(f"config.{key}={value} is not divisible by the "
+                             f"{jax.device_count()} devices; expected a positive multiple of "
+                             f"{jax.device_count()}")
 
 
 def _crossed(step: int, steps_per_epoch: float, every: int) -> bool:
@@ -300,6 +292,7 @@ class Run:
 
     def __init__(self, config: ml_collections.ConfigDict, workdir: str, *,
                  parts: Parts | None = None, teacher: Teacher | None = None):
+        config_check.check(config, built=False)
         validate_config(config)
         self.config = config
         self.workdir = workdir
@@ -324,6 +317,7 @@ class Run:
         self.eval_step = make_eval_step(self.model, self.mesh)
         self.fingerprint = checkpointing.config_fingerprint(config, self.method.num_experts,
                                                             self.method.model_additions)
+        self.recipe = checkpointing.recipe_fingerprint(config)
         # Initialisers draw from the 'rbg' PRNG: XLA:CPU needs minutes to compile threefry for
         # the hundreds of initialisers of a multi-expert ResNet, seconds for rbg. Its bits come
         # from XLA's RngBitGenerator, so initial weights depend on the backend (CPU/GPU/TPU) but
@@ -446,6 +440,13 @@ class Run:
         try:
             self.state, _, _ = checkpointer.restore(self.initial_state(pretrained=False),
                                                     {"fingerprint": self.fingerprint}, step=step)
+        except checkpointing.CheckpointDamagedError as err:
+            others = [s for s in checkpointer.all_steps() if s != (step or
+                                                                    checkpointer.latest_step())]
+            raise checkpointing.CheckpointDamagedError(
+                f"{err}. " + (f"Other checkpoints: steps {others} (pass --step=N to use one; "
+                              "rerunning the training command resumes from the newest intact "
+                              "one)" if others else "No other checkpoint is kept.")) from err
         finally:
             checkpointer.close()
         return self.state
@@ -453,69 +454,161 @@ class Run:
     # -- the loop -------------------------------------------------------------------------
 
     def train(self) -> dict[str, Any]:
-        """Trains (resuming from the workdir's latest checkpoint) and returns the final metrics."""
+        """Trains (resuming from the workdir's newest intact checkpoint) and returns the final
+        metrics.
+
+        Stops with `faults.Diverged` at a non-finite loss or gradient (nothing is saved from that
+        state; the last good checkpoint stays), with `faults.Preempted` after SIGTERM/SIGINT
+        (a checkpoint of the current step saved first), and with `faults.WorkdirBusy` when
+        another process trains in the workdir.
+        """
         cfg, is_main = self.config, jax.process_index() == 0
+        config_check.check(cfg)
         if self.method.needs_teacher and self.teacher is None:
             raise ValueError(f"method {self.method.name!r} distils from a teacher, but none was "
                              "given (set config.teacher.workdir, or run it as a stage after its "
                              "teacher)")
         os.makedirs(self.workdir, exist_ok=True)
+        lock = faults.WorkdirLock(self.workdir) if is_main else contextlib.nullcontext()
+        with lock, faults.StopSignals() as signals:
+            return self._train(signals)
+
+    def _train(self, signals: faults.StopSignals) -> dict[str, Any]:
+        cfg, is_main = self.config, jax.process_index() == 0
         checkpointer = checkpointing.Checkpointer(self.workdir,
                                                   max_to_keep=cfg.checkpoint.max_to_keep,
                                                   async_save=cfg.checkpoint.async_save)
-        state, iterator = self._start(checkpointer)
-        writer = metric_writers.create_writer(self.workdir, process_index=jax.process_index(),
-                                              tensorboard=cfg.tensorboard)
-        start_step = int(state.step)
-        if is_main and start_step == 0:
-            print(self.describe(), flush=True)
-        progress = metric_writers.ProgressLine(self.total_steps, cfg.batch_size,
-                                               enabled=is_main)
-        progress.start(start_step)
-        pending, start_time = [], time.perf_counter()
-        teacher_variables = None if self.teacher is None else self.teacher.variables
-        meta = {"fingerprint": self.fingerprint, "seed": cfg.seed}
+        try:
+            state, iterator, seconds_before = self._start(checkpointer)
+            start_step = int(state.step)
+            writer = metric_writers.create_writer(
+                self.workdir, process_index=jax.process_index(), tensorboard=cfg.tensorboard,
+                resume_step=start_step if start_step else None)
+            if is_main and start_step == 0:
+                print(self.describe(), flush=True)
+            progress = metric_writers.ProgressLine(self.total_steps, cfg.batch_size,
+                                                   enabled=is_main)
+            progress.start(start_step)
+            self._last_finite = None
+            pending, start_time = [], time.perf_counter()
+            teacher_variables = None if self.teacher is None else self.teacher.variables
+            meta = {"fingerprint": self.fingerprint, "recipe": self.recipe, "seed": cfg.seed}
 
-        for step in range(start_step, self.total_steps):
-            batch = self.to_global(next(iterator))
-            state, step_metrics = self.train_step(state, batch, self.step_rng, teacher_variables)
-            pending.append(step_metrics)
-            last = step + 1 == self.total_steps
-            if (step + 1) % cfg.log_every_steps == 0 or last:
-                self._log(step + 1, pending, writer, progress)
-                pending = []
-            if _crossed(step, self.steps_per_epoch, cfg.eval.every_epochs) and not last:
-                self._periodic_eval(step + 1, state, writer)
-            self._maybe_checkpoint(step, last, state, iterator, meta, checkpointer)
-            writer.flush()
+            def elapsed() -> float:
+                return seconds_before + time.perf_counter() - start_time
+
+            for step in range(start_step, self.total_steps):
+                batch = self.to_global(next(iterator))
+                state, step_metrics = self.train_step(state, batch, self.step_rng,
+                                                      teacher_variables)
+                pending.append((step + 1, step_metrics))
+                last = step + 1 == self.total_steps
+                if (step + 1) % cfg.log_every_steps == 0 or last:
+                    self._log(step + 1, pending, writer, progress, checkpointer)
+                    pending = []
+                if _crossed(step, self.steps_per_epoch, cfg.eval.every_epochs) and not last:
+                    self._periodic_eval(step + 1, state, writer)
+                stop = self._stop_requested(step + 1, signals, checkpointer)
+                if self._should_save(step, last) or stop:
+                    self._check_finite(pending, checkpointer)  # Never save a diverged state.
+                    checkpointer.save(step + 1, state, iterator.get_state(),
+                                      dict(meta, train_seconds=elapsed()), force=True)
+                if stop:
+                    checkpointer.wait_until_finished()
+                    writer.flush()
+                    raise faults.Preempted(
+                        f"{stop} at step {step + 1} of {self.total_steps}: checkpoint saved in "
+                        f"{checkpointer.directory}; rerun the same command to resume")
+                checkpointer.check_for_errors()
+                writer.flush()
+        except BaseException:
+            checkpointer.close_quietly()
+            raise
         checkpointer.close()
         self.state = state
-        return self._final_report(state, time.perf_counter() - start_time, writer)
+        return self._final_report(state, elapsed(), writer)
 
-    def _start(self, checkpointer) -> tuple[TrainState, Any]:
-        """The state and data iterator to train from: the latest checkpoint's, else fresh ones
-        (with `model.init_checkpoint` loaded), writing config.json for a fresh run."""
-        state = self.initial_state(pretrained=checkpointer.latest_step() is None)
+    def _start(self, checkpointer) -> tuple[TrainState, Any, float]:
+        """(state, data iterator, train seconds so far) to train from: the newest intact
+        checkpoint's, else fresh ones (with `model.init_checkpoint` loaded). Writes config.json
+        for a fresh run, `config.<step>.json` for a resume whose config changed, and the launch
+        record (`ltx.provenance`)."""
+        latest = checkpointer.latest_step()
+        state = self.initial_state(pretrained=latest is None)
         iterator = pipeline.train_iterator(self.train_data(),
                                            num_workers=self.config.data.num_workers)
-        if checkpointer.latest_step() is not None:
-            state, data_state, _ = checkpointer.restore(state, {"fingerprint": self.fingerprint})
+        seconds = 0.0
+        if latest is not None:
+            may_differ = ("recipe",) if self.config.checkpoint.allow_config_change else ()
+            state, data_state, saved = checkpointer.restore_intact(
+                state, {"fingerprint": self.fingerprint, "recipe": self.recipe},
+                may_differ=may_differ)
             iterator.set_state(data_state)
+            seconds = float(saved.get("train_seconds", 0.0))
             if jax.process_index() == 0:
                 print(f"Resumed from step {int(state.step)} in {checkpointer.directory}",
                       flush=True)
-        elif jax.process_index() == 0:
-            with open(os.path.join(self.workdir, "config.json"), "w") as f:
-                f.write(self.config.to_json_best_effort(indent=2))
-        return state, iterator
+        if jax.process_index() == 0:
+            self._write_config(int(state.step))
+        return state, iterator, seconds
 
-    def _log(self, step: int, pending: list, writer, progress) -> None:
-        """Writes the mean loss, train top-1 and lr of the steps since the last log point."""
-        fetched = jax.device_get(pending)
+    def _write_config(self, step: int) -> None:
+        text = self.config.to_json_best_effort(indent=2)
+        path = os.path.join(self.workdir, "config.json")
+        written = None
+        if step == 0 or not os.path.isfile(path):
+            written = path
+        else:
+            with open(path) as f:
+                if f.read() != text:
+                    written = os.path.join(self.workdir, f"config.{step}.json")
+        if written is not None:
+            with open(written, "w") as f:
+                f.write(text)
+        provenance.record_launch(self.workdir, step=step,
+                                 config_file=None if written is None
+                                 else os.path.basename(written))
+
+    def _should_save(self, step: int, last: bool) -> bool:
+        return last or _crossed(step, self.steps_per_epoch, self.config.checkpoint.every_epochs)
+
+    def _stop_requested(self, done: int, signals: faults.StopSignals, checkpointer) -> str | None:
+        """The reason to stop after step `done`: ltx's signal flag on one process, orbax's
+        preemption sync point (the same step on every host) under jax.distributed."""
+        if jax.process_count() == 1:
+            return signals.requested
+        return "preemption" if checkpointer.reached_preemption(done) else None
+
+    def _check_finite(self, pending: list, checkpointer) -> float | None:
+        """Raises faults.Diverged at the first step of `pending` [(step, metrics)] whose loss or
+        gradient norm is not finite; returns the last loss."""
+        loss = None
+        for step, m in jax.device_get(pending):
+            loss = float(m["loss_sum"]) / max(float(m["count"]), 1.0)
+            if not (math.isfinite(loss) and math.isfinite(float(m["grad_norm"]))):
+                last = ("no finite loss yet" if self._last_finite is None else
+                        "last finite loss {1:.4g} at step {0}".format(*self._last_finite))
+                kept = checkpointer.latest_step()
+                raise faults.Diverged(
+                    f"training diverged: the loss is {loss} and the gradient norm "
+                    f"{float(m['grad_norm'])} at step {step} ({last}), learning rate "
+                    f"{float(m['lr']):.4g}. Nothing was saved from it; "
+                    + (f"the last good checkpoint is step {kept} in {checkpointer.directory}."
+                       if kept is not None else "no checkpoint had been written.")
+                    + " Lower optimizer.lr or check the data.")
+            self._last_finite = (step, loss)
+        return loss
+
+    def _log(self, step: int, pending: list, writer, progress, checkpointer) -> None:
+        """Checks the steps since the last log point for divergence and writes their mean
+        loss, train top-1, lr and gradient norm."""
+        self._check_finite(pending, checkpointer)
+        fetched = [m for _, m in jax.device_get(pending)]
         count = sum(float(m["count"]) for m in fetched)
         scalars = {"loss": sum(float(m["loss_sum"]) for m in fetched) / count,
                    "train_top1": 100.0 * sum(float(m["correct"]) for m in fetched) / count,
-                   "lr": float(fetched[-1]["lr"])}
+                   "lr": float(fetched[-1]["lr"]),
+                   "grad_norm": float(np.mean([float(m["grad_norm"]) for m in fetched]))}
         scalars["img_per_s"] = progress.update(step, step / self.steps_per_epoch, scalars)
         writer.write_scalars(step, scalars)
 
@@ -529,17 +622,6 @@ class Run:
                   f"top1 {report['top1_all']:.2f} (many {report['top1_many']:.2f}, "
                   f"medium {report['top1_medium']:.2f}, few {report['top1_few']:.2f}), "
                   f"ece {report['ece']:.2f}", flush=True)
-
-    def _maybe_checkpoint(self, step: int, last: bool, state, iterator, meta,
-                          checkpointer) -> None:
-        """Saves at every `checkpoint.every_epochs`, at the end and on preemption (then exits)."""
-        done = step + 1
-        if (_crossed(step, self.steps_per_epoch, self.config.checkpoint.every_epochs) or last
-                or checkpointer.reached_preemption(done)):
-            checkpointer.save(done, state, iterator.get_state(), meta, force=True)
-            if checkpointer.reached_preemption(done):
-                checkpointer.wait_until_finished()
-                raise SystemExit(f"Preempted at step {done}; checkpoint saved.")
 
     def _final_report(self, state: TrainState, wall: float, writer) -> dict[str, Any]:
         """Evaluates test (and val), writes final_metrics.json and prints the table."""

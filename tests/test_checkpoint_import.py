@@ -105,7 +105,7 @@ def test_a_checkpoint_of_another_model_is_refused_before_anything_is_written(tre
 def test_cli(tree, tmp_path):
     workdir = tmp_path / "cli"
     result = subprocess.run(
-        [sys.executable, "-m", "ltx.checkpoint_import",
+        [sys.executable, "-m", "ltx.cli", "import",
          f"--config={os.path.join(CONFIG_DIR, 'imagenet_lt_ce.py')}:arch=resnet10",
          "--config.model.head=linear", f"--config.data.root={tree}",
          "--config.data.num_workers=0", "--config.data.augment.crop_size=32",

@@ -88,7 +88,7 @@ def test_folder_of_images_and_cli(workdir, predictor, test_images, tmp_path):
     assert [os.path.basename(f) for f in files] == ["digit0.png", "digit1.png", "digit2.png"]
     np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
 
-    result = subprocess.run([sys.executable, "-m", "ltx.predict", f"--workdir={workdir}",
+    result = subprocess.run([sys.executable, "-m", "ltx.cli", "predict", f"--workdir={workdir}",
                              str(folder), "--top_k=3"], capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -97,10 +97,10 @@ def test_folder_of_images_and_cli(workdir, predictor, test_images, tmp_path):
     top = predict.top_k(probs, 3)
     assert lines[0].endswith(", ".join(f"{c} ({p:.3f})" for c, p in top[0]))
 
-    result = subprocess.run([sys.executable, "-m", "ltx.predict", f"--workdir={workdir}",
+    result = subprocess.run([sys.executable, "-m", "ltx.cli", "predict", f"--workdir={workdir}",
                              str(folder), "--prior=0.5,0.5"], capture_output=True, text=True,
                             timeout=300)
-    assert result.returncode == 1 and "has 2 values" in result.stderr
+    assert result.returncode == 2 and "has 2 values" in result.stderr
 
 
 def test_unreadable_image_is_named(predictor, tmp_path):

@@ -142,7 +142,7 @@ def test_missing_workdir_and_checkpoints_are_named(tmp_path):
 
 
 def test_cli(workdir):
-    result = subprocess.run([sys.executable, "-m", "ltx.report", f"--workdir={workdir}",
+    result = subprocess.run([sys.executable, "-m", "ltx.cli", "eval", f"--workdir={workdir}",
                              "--shot_convention=ace", "--nopictures"],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]

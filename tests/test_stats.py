@@ -106,7 +106,7 @@ def test_num_experts_of():
 
 def test_command_line_prints_one_json_object():
     out = subprocess.run(
-        [sys.executable, "-m", "ltx.stats", "--config=configs/digits_lt_balpoe.py"],
+        [sys.executable, "-m", "ltx.cli", "stats", "--config=configs/digits_lt_balpoe.py"],
         cwd=ROOT, capture_output=True, text=True, timeout=120, check=True)
     result = json.loads(out.stdout)
     assert result["model"] == "resnet32" and result["num_experts"] == 3

@@ -55,6 +55,7 @@ class Sharding:
 
 
 LAST_BATCH = ("pad", "drop", "stream")
+SAMPLERS = ("shuffle", "class_balanced")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,7 +184,7 @@ def train_dataset(
         ds = grain.MapDataset.source(split.indices).seed(seed).repeat(None).random_map(
             _class_balanced_draw(split))
     else:
-        raise ValueError(f"data.sampler={sampler!r}; expected 'shuffle' or 'class_balanced'")
+        raise ValueError(f"data.sampler={sampler!r}; expected one of {SAMPLERS}")
     ds = ds.map(lambda i: source[int(i)])
     if transform is not None:
         ds = ds.random_map(lambda r, rng: {"image": transform(r["image"], rng),

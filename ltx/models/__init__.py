@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import jax
 
-from ltx.models.heads import CosineHead, LinearHead, LWSHead, make_head
+from ltx.models.heads import HEAD_KINDS, CosineHead, LinearHead, LWSHead, make_head  # noqa: F401
 from ltx.models import resnet_imagenet
 from ltx.models.multi_expert import MultiExpertImageNetResNet, MultiExpertNet, MultiExpertResNet
 

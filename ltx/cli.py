@@ -1,0 +1,272 @@
+"""The command-line tools and their error convention.
+
+    ltx-eval --workdir=runs/digits_lt_balpoe [--shot_convention=ace] [--step=N] [--nopictures]
+    ltx-predict --workdir=runs/digits_lt_balpoe my_digits/ --top_k=3 [--prior=p0,...,p9]
+    ltx-stats --config=configs/digits_lt_balpoe.py | --workdir=runs/digits_lt_balpoe [--xla]
+    ltx-import --config=... --checkpoint=model.pth --workdir=runs/imported [--stage=...]
+    python -m ltx.cli eval --workdir=...        # any tool without the console scripts
+
+(`ltx-train` is `ltx.train`.) Each tool defines its flags here and imports its module (and JAX)
+only when it runs, so `--help` answers at once; the logic lives in `ltx.report`, `ltx.predict`,
+`ltx.stats` and `ltx.checkpoint_import`.
+
+Errors: bad input (a config value, a path, a dataset, a checkpoint, a flag) ends with one line
+`ltx-<tool>: error: <message>` on stderr and exit status 2 (`EXIT_BAD_INPUT`); a diverged run
+with status 3 (`EXIT_DIVERGED`); a preempted run (SIGTERM/SIGINT, checkpoint saved) with 4
+(`EXIT_PREEMPTED`). The traceback is kept for real bugs, and for any error when the environment
+variable LTX_TRACEBACK=1 is set.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from ltx import faults
+
+EXIT_BAD_INPUT = 2
+EXIT_DIVERGED = 3
+EXIT_PREEMPTED = 4
+TRACEBACK_ENV = "LTX_TRACEBACK"
+# What bad input raises: ltx's checks raise ValueError (ConfigError, CheckpointMismatchError, ...)
+# and the file system OSError (a missing path, a full disk).
+BAD_INPUT = (ValueError, OSError)
+
+
+def fail(tool: str, message: str, status: int = EXIT_BAD_INPUT, *, hint: bool = True):
+    """Prints `<tool>: error: <message>` to stderr and exits with `status`; `hint` adds how to
+    see the traceback."""
+    hint = (f"\n(set {TRACEBACK_ENV}=1 for the traceback)" if hint and status == EXIT_BAD_INPUT
+            and os.environ.get(TRACEBACK_ENV) != "1" else "")
+    print(f"{tool}: error: {message}{hint}", file=sys.stderr, flush=True)
+    sys.exit(status)
+
+
+def run(tool: str, main, argv=None) -> None:
+    """`absl.app.run(main)` with the error convention of the module docstring."""
+    from absl import app, flags
+
+    def parse(args):
+        try:
+            return flags.FLAGS(args)
+        except flags.Error as err:
+            fail(tool, _without_traceback(str(err)), hint=False)
+        except (AttributeError, KeyError) as err:  # A --config.<key> override of no field.
+            overrides = [a.split("=")[0] for a in args[1:] if a.startswith("--config.")]
+            fail(tool, f"a --config override names a field the config does not have "
+                 f"({str(err).strip(chr(34))}); overrides given: {overrides}", hint=False)
+
+    def guarded(args):
+        try:
+            return main(args)
+        except app.UsageError as err:
+            fail(tool, str(err), hint=False)
+        except faults.Diverged as err:
+            fail(tool, str(err), EXIT_DIVERGED)
+        except faults.Preempted as err:
+            fail(tool, str(err), EXIT_PREEMPTED)
+        except BAD_INPUT as err:
+            if os.environ.get(TRACEBACK_ENV) == "1":
+                raise
+            fail(tool, _message(err))
+
+    app.run(guarded, argv=argv, flags_parser=parse)
+
+
+def _without_traceback(message: str) -> str:
+    """A flag error's message without the traceback that config_flags embeds in it: the text
+    before it and the traceback's last line (the error)."""
+    head, sep, tail = message.partition("Traceback (most recent call last):")
+    if not sep:
+        return message
+    last = [line for line in tail.strip().splitlines() if line.strip()][-1:]
+    return (head.strip() + " " + " ".join(last)).strip()
+
+
+def _message(err: BaseException) -> str:
+    if isinstance(err, KeyError) or not str(err):
+        return f"{type(err).__name__}: {err!r}"
+    return str(err)
+
+
+def _key_flags(module: str) -> None:
+    """`--help` lists the flags of `module` (absl lists the main module's, sys.argv[0])."""
+    from absl import flags
+    for flag in flags.FLAGS.get_key_flags_for_module(module):
+        flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+
+
+def _finished_workdir(path: str) -> str:
+    """`path` if it is a training workdir (its config.json), else ValueError."""
+    if not path:
+        raise ValueError("--workdir is required")
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"--workdir={path!r} does not exist")
+    if not os.path.isfile(os.path.join(path, "config.json")):
+        raise FileNotFoundError(f"--workdir={path!r} has no config.json; expected a training "
+                                "workdir (what ltx-train writes)")
+    return path
+
+
+# -- ltx-eval ---------------------------------------------------------------------------------
+
+def evaluate(argv=None) -> None:
+    """`ltx-eval`: the report of a finished workdir (`ltx.report.evaluate_workdir`)."""
+    from absl import flags
+    if "max_per_class" not in flags.FLAGS:
+        flags.DEFINE_string("workdir", None, "A finished training workdir.")
+        flags.DEFINE_string("shot_convention", None, "Many/medium/few rule: ride, ace, cbe or "
+                            "lfme (default: the run's config).")
+        flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
+        flags.DEFINE_integer("max_per_class", 100, "Head size of the long-tailed test sets.")
+        flags.DEFINE_bool("pictures", True, "Draw the PNGs (--nopictures: the report files).")
+        _key_flags(__name__)
+
+    def main(argv):
+        if len(argv) > 1:
+            raise ValueError(f"unexpected arguments {argv[1:]}")
+        f = flags.FLAGS
+        workdir = _finished_workdir(f.workdir)
+        if f.max_per_class < 1:
+            raise ValueError(f"--max_per_class={f.max_per_class}; expected >= 1")
+        from ltx import report  # The heavy imports, after the checks.
+        from ltx.data import shots
+        if f.shot_convention is not None and f.shot_convention not in shots.SHOT_CONVENTIONS:
+            raise ValueError(f"--shot_convention={f.shot_convention!r}; expected one of "
+                             f"{sorted(shots.SHOT_CONVENTIONS)}")
+        report.evaluate_workdir(workdir, shot_convention=f.shot_convention, step=f.step,
+                                max_per_class=f.max_per_class, pictures=f.pictures, verbose=True)
+        print(f"Wrote {os.path.join(workdir, 'eval')}/report.json, report.md"
+              + (" and the PNGs." if f.pictures else "."))
+
+    run("ltx-eval", main, argv)
+
+
+# -- ltx-predict ------------------------------------------------------------------------------
+
+def predict(argv=None) -> None:
+    """`ltx-predict`: top-k classes of image files or folders (`ltx.predict.Predictor`)."""
+    from absl import flags
+    if "top_k" not in flags.FLAGS:
+        flags.DEFINE_string("workdir", None, "A finished training workdir.")
+        flags.DEFINE_integer("top_k", 5, "How many classes to print per image (>= 1).")
+        flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
+        flags.DEFINE_string("prior", None, "Comma-separated target class prior, one value per "
+                            "class, summing to 1.")
+        _key_flags(__name__)
+
+    def main(argv):
+        f = flags.FLAGS
+        paths = argv[1:]
+        if not paths:
+            raise ValueError("no image given; usage: ltx-predict --workdir=<dir> <image or "
+                             "folder> ...")
+        workdir = _finished_workdir(f.workdir)
+        if f.top_k < 1:
+            raise ValueError(f"--top_k={f.top_k}; expected >= 1")
+        missing = [p for p in paths if not os.path.exists(p)]
+        if missing:
+            raise FileNotFoundError(f"image path(s) {missing} do not exist")
+        prior = None
+        if f.prior is not None:
+            try:
+                prior = [float(x) for x in f.prior.split(",")]
+            except ValueError:
+                raise ValueError(f"--prior={f.prior!r}; expected comma-separated numbers")
+        from ltx import predict as predict_lib, workdirs  # The heavy imports, after the checks.
+        from ltx.data import datasets
+        if prior is not None:
+            num_classes, _ = datasets.spec(workdirs.load_config(workdir).data)
+            prior = predict_lib.check_prior(prior, num_classes)
+        files = [name for path in paths for name in predict_lib.image_files(path)]
+        predictor = predict_lib.Predictor.from_workdir(workdir, step=f.step)
+        files, probs = predictor.predict_paths(files, prior)
+        for name, best in zip(files, predict_lib.top_k(probs, f.top_k)):
+            print(f"{name}: " + ", ".join(f"{c} ({p:.3f})" for c, p in best))
+
+    run("ltx-predict", main, argv)
+
+
+# -- ltx-stats --------------------------------------------------------------------------------
+
+def stats(argv=None) -> None:
+    """`ltx-stats`: parameters and GFLOPs of a config's model or a workdir's final predictor."""
+    from absl import flags
+    from ml_collections import config_flags
+    if "xla" not in flags.FLAGS:
+        config_flags.DEFINE_config_file("config", None, "Experiment config file.",
+                                        lock_config=True)
+        flags.DEFINE_string("workdir", "", "A finished workdir: the stats of its final "
+                            "predictor (instead of --config).")
+        flags.DEFINE_bool("xla", False, "Also report XLA's cost_analysis() flops.")
+        _key_flags(__name__)
+
+    def main(argv):
+        import json
+
+        from absl import logging
+        f = flags.FLAGS
+        if len(argv) > 1:
+            raise ValueError(f"unexpected arguments {argv[1:]}")
+        if (f.config is None) == (not f.workdir):
+            raise ValueError("give exactly one of --config and --workdir")
+        if f.workdir:
+            _finished_workdir(f.workdir)
+        logging.set_verbosity(logging.WARNING)  # Keep JAX's backend probing out of the output.
+        from ltx import stats as stats_lib
+        if f.workdir:
+            print(json.dumps(stats_lib.workdir_stats(f.workdir, xla=f.xla)))
+        else:
+            from ltx import config_check
+            config_check.check(f.config)
+            print(json.dumps(stats_lib.config_stats(f.config, xla=f.xla)))
+
+    run("ltx-stats", main, argv)
+
+
+# -- ltx-import -------------------------------------------------------------------------------
+
+def import_checkpoint(argv=None) -> None:
+    """`ltx-import`: a PyTorch checkpoint as an ltx workdir (`ltx.checkpoint_import`)."""
+    from absl import flags
+    from ml_collections import config_flags
+    if "checkpoint" not in flags.FLAGS:
+        config_flags.DEFINE_config_file("config", None, "The ltx config of the model.",
+                                        lock_config=True)
+        flags.DEFINE_string("checkpoint", None, "A .pth/.pt/.safetensors/.npz file.")
+        flags.DEFINE_string("workdir", None, "The ltx workdir to write (must be new).")
+        flags.DEFINE_string("stage", "", "The stage of a multi-stage config to import into "
+                            "(default: the last).")
+        flags.mark_flags_as_required(["config", "checkpoint", "workdir"])
+        _key_flags(__name__)
+
+    def main(argv):
+        f = flags.FLAGS
+        if len(argv) > 1:
+            raise ValueError(f"unexpected arguments {argv[1:]}")
+        if not os.path.isfile(f.checkpoint):
+            raise FileNotFoundError(f"--checkpoint={f.checkpoint!r} is not a file")
+        from ltx import checkpoint_import, config_check
+        config_check.check(f.config)
+        summary = checkpoint_import.import_checkpoint(f.checkpoint, f.config, f.workdir,
+                                                      stage=f.stage)
+        print(f"Imported {summary['checkpoint']} into {f.workdir}: {summary['summary']}")
+
+    run("ltx-import", main, argv)
+
+
+TOOLS = {"eval": evaluate, "predict": predict, "stats": stats, "import": import_checkpoint}
+
+
+def _dispatch() -> None:
+    """`python -m ltx.cli <tool> [flags]`."""
+    if len(sys.argv) < 2 or sys.argv[1] not in TOOLS:
+        fail("ltx.cli", f"expected a tool, one of {sorted(TOOLS)}: python -m ltx.cli <tool> "
+             "[flags]")
+    tool = sys.argv.pop(1)
+    sys.argv[0] = f"ltx-{tool}"
+    TOOLS[tool]()
+
+
+if __name__ == "__main__":
+    _dispatch()
