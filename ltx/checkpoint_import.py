@@ -18,14 +18,13 @@ written as a single-run workdir of that stage's config.
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
 import jax
 import ml_collections
 
-from ltx import checkpointing, config_lib, trainer, workdirs
+from ltx import checkpointing, config_lib, files, trainer, workdirs
 from ltx.convert import arrays, layouts
 from ltx.data import pipeline
 
@@ -84,6 +83,5 @@ def import_checkpoint(checkpoint: str, config: ml_collections.ConfigDict, workdi
     finally:
         checkpointer.close()
     if jax.process_index() == 0:
-        with open(os.path.join(workdir, REPORT_FILE), "w") as f:
-            json.dump(summary, f, indent=2)
+        files.write_json(os.path.join(workdir, REPORT_FILE), summary, sort_keys=False)
     return summary

@@ -89,7 +89,7 @@ def _message(err: BaseException) -> str:
     return str(err)
 
 
-def _key_flags(module: str) -> None:
+def key_flags(module: str) -> None:
     """`--help` lists the flags of `module` (absl lists the main module's, sys.argv[0])."""
     from absl import flags
     for flag in flags.FLAGS.get_key_flags_for_module(module):
@@ -120,7 +120,7 @@ def evaluate(argv=None) -> None:
         flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
         flags.DEFINE_integer("max_per_class", 100, "Head size of the long-tailed test sets.")
         flags.DEFINE_bool("pictures", True, "Draw the PNGs (--nopictures: the report files).")
-        _key_flags(__name__)
+        key_flags(__name__)
 
     def main(argv):
         if len(argv) > 1:
@@ -153,7 +153,7 @@ def predict(argv=None) -> None:
         flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
         flags.DEFINE_string("prior", None, "Comma-separated target class prior, one value per "
                             "class, summing to 1.")
-        _key_flags(__name__)
+        key_flags(__name__)
 
     def main(argv):
         f = flags.FLAGS
@@ -199,7 +199,7 @@ def stats(argv=None) -> None:
         flags.DEFINE_string("workdir", "", "A finished workdir: the stats of its final "
                             "predictor (instead of --config).")
         flags.DEFINE_bool("xla", False, "Also report XLA's cost_analysis() flops.")
-        _key_flags(__name__)
+        key_flags(__name__)
 
     def main(argv):
         import json
@@ -238,7 +238,7 @@ def import_checkpoint(argv=None) -> None:
         flags.DEFINE_string("stage", "", "The stage of a multi-stage config to import into "
                             "(default: the last).")
         flags.mark_flags_as_required(["config", "checkpoint", "workdir"])
-        _key_flags(__name__)
+        key_flags(__name__)
 
     def main(argv):
         f = flags.FLAGS

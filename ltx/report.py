@@ -30,7 +30,6 @@ fusion); a method without a test-prior correction gets the plain numbers only.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -40,7 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ltx import evaluation, metrics, plots, workdirs
+from ltx import evaluation, files, metrics, plots, workdirs
 from ltx.data import image_lists, long_tail, shots
 
 IMBALANCE_FACTORS = (2, 5, 10, 25, 50)
@@ -250,11 +249,9 @@ def evaluate_workdir(workdir: str, *, shot_convention: str | None = None,
     out_dir = os.path.join(workdir, "eval")
     os.makedirs(out_dir, exist_ok=True)
     report = _json_safe(report)
-    with open(os.path.join(out_dir, "report.json"), "w") as f:
-        json.dump(report, f, indent=2)
+    files.write_json(os.path.join(out_dir, "report.json"), report, sort_keys=False)
     markdown = format_markdown(report)
-    with open(os.path.join(out_dir, "report.md"), "w") as f:
-        f.write(markdown)
+    files.write_text(os.path.join(out_dir, "report.md"), markdown)
     if pictures:
         report["pictures"] = draw_pictures(out_dir, report, expert_logits, logits, labels)
     if verbose:

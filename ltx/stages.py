@@ -34,7 +34,7 @@ from typing import Any
 import jax
 import ml_collections
 
-from ltx import config_check, config_lib, evaluation, methods, trainer, workdirs
+from ltx import checkpointing, config_check, config_lib, evaluation, methods, trainer, workdirs
 
 
 def _teacher_from_workdir(config) -> trainer.Teacher:
@@ -58,12 +58,17 @@ def _prepare(config, workdir: str, teacher: trainer.Teacher | None) -> trainer.R
     return trainer.Run(config, workdir, parts=parts, teacher=teacher)
 
 
-def _already_finished(workdir: str) -> dict[str, Any]:
-    """The stored final metrics of a finished workdir, printed; nothing is written."""
+def _already_finished(workdir: str, config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """The stored final metrics of a finished workdir, printed (with the config keys that the
+    given config changes, since none of them took effect); nothing is written."""
     final = workdirs.read_final_metrics(workdir)
     if jax.process_index() == 0:
         print(f"{workdir} has finished already ({final.get('steps', '?')} steps); nothing was "
               "trained or written. Its final metrics (final_metrics.json):", flush=True)
+        changed = _changes_from_saved(workdir, config)
+        if changed:
+            print(f"Note: these values of the config given were not used; the run was trained "
+                  f"with its {workdirs.CONFIG_FILE} ('checkpoint' below): {changed}", flush=True)
         rows = {"test": {k: v for k, v in final.items() if not k.startswith("val_")}}
         if any(k.startswith("val_") for k in final):
             rows["val"] = {k[4:]: v for k, v in final.items() if k.startswith("val_")}
@@ -75,6 +80,18 @@ def _already_finished(workdir: str) -> dict[str, Any]:
     return final
 
 
+def _changes_from_saved(workdir: str, config: ml_collections.ConfigDict) -> str:
+    """The dotted keys whose values differ between `config` and the workdir's config.json
+    ('' when they agree or config.json cannot be read)."""
+    try:
+        with open(os.path.join(workdir, workdirs.CONFIG_FILE)) as f:
+            saved = json.load(f)
+    except (OSError, ValueError):
+        return ""
+    given = json.loads(config.to_json_best_effort())
+    return "" if saved == given else checkpointing.differences(saved, given)
+
+
 def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     """Trains every stage of `config` in order (one run without stages); returns final metrics.
 
@@ -83,7 +100,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     """
     config_check.check(config)
     if workdirs.is_finished(workdir):
-        return _already_finished(workdir)
+        return _already_finished(workdir, config)
     stages = config_lib.stage_configs(config)
     if not stages:
         return _prepare(config, workdir, None).train()

@@ -47,6 +47,7 @@ def main(argv):
 
 def run(argv=None):
     """Console-script entry (`ltx-train`); `argv` defaults to sys.argv."""
+    cli.key_flags(__name__)
     cli.run("ltx-train", main, argv)
 
 

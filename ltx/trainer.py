@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import math
 import os
 import time
@@ -33,8 +32,8 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from ltx import (checkpointing, config_check, evaluation, faults, methods, metric_writers, models,
-                 optim, provenance)
+from ltx import (checkpointing, config_check, evaluation, faults, files, methods, metric_writers,
+                 models, optim, provenance)
 from ltx.data import datasets, mixup as mixup_lib, pipeline
 from ltx.outputs import Outputs, model_outputs
 
@@ -563,8 +562,7 @@ class Run:
                 if f.read() != text:
                     written = os.path.join(self.workdir, f"config.{step}.json")
         if written is not None:
-            with open(written, "w") as f:
-                f.write(text)
+            files.write_text(written, text)
         provenance.record_launch(self.workdir, step=step,
                                  config_file=None if written is None
                                  else os.path.basename(written))
@@ -639,8 +637,7 @@ class Run:
         writer.write_scalars(int(state.step), {f"final/{k}": v for k, v in rows["test"].items()})
         writer.close()
         if jax.process_index() == 0:
-            with open(os.path.join(self.workdir, "final_metrics.json"), "w") as f:
-                json.dump(final, f, indent=2, sort_keys=True)
+            files.write_json(os.path.join(self.workdir, "final_metrics.json"), final)
             print(f"\nFinished {self.total_steps} steps ({cfg.num_epochs} epochs) in "
                   f"{wall:.1f}s; metrics in {self.workdir}/final_metrics.json")
             print(evaluation.format_table(rows), flush=True)

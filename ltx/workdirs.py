@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from ltx import config_lib, methods, trainer
+from ltx import config_lib, files, methods, trainer
 from ltx.outputs import Outputs
 
 CONFIG_FILE = "config.json"
@@ -46,9 +46,7 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
 
 
 def write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, CONFIG_FILE), "w") as f:
-        f.write(config.to_json_best_effort(indent=2))
+    files.write_text(os.path.join(workdir, CONFIG_FILE), config.to_json_best_effort(indent=2))
 
 
 def is_finished(workdir: str) -> bool:
@@ -61,9 +59,7 @@ def read_final_metrics(workdir: str) -> dict[str, Any]:
 
 
 def write_final_metrics(workdir: str, final: dict[str, Any]) -> None:
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, FINAL_METRICS_FILE), "w") as f:
-        json.dump(final, f, indent=2, sort_keys=True)
+    files.write_json(os.path.join(workdir, FINAL_METRICS_FILE), final)
 
 
 def restore_run(workdir: str, step: int | None = None,

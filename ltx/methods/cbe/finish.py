@@ -5,14 +5,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
 import jax
 import numpy as np
 
-from ltx import evaluation
+from ltx import evaluation, files
 from ltx.methods import base as base_method
 from ltx.methods.cbe import data as expert_data
 from ltx.methods.cbe import fusion
@@ -243,8 +242,7 @@ def fuse_stages(config, workdir: str, runs: dict) -> dict[str, Any]:
               **_tables(reports)}
     if jax.process_index() == 0:
         os.makedirs(workdir, exist_ok=True)
-        with open(os.path.join(workdir, "fusion.json"), "w") as f:
-            json.dump(result, f, indent=2)
+        files.write_json(os.path.join(workdir, "fusion.json"), result, sort_keys=False)
         print(f"\nClass-balanced experts, test split (stacking and joint calibration fitted on "
               f"{fit_split}):\n{format_fusion_table(reports['test'])}", flush=True)
 
