@@ -50,8 +50,9 @@ class JsonlWriter:
 
 
 def _drop_records_after(path: str, step: int) -> None:
-    """Rewrites the JSON-lines file at `path` without the records of steps after `step` (and
-    without a torn last line), atomically."""
+    """Rewrites the JSON-lines file at `path` without the records of steps after `step`, the
+    final evaluation's records (redone by a run resumed at its last step) and a torn last line,
+    atomically."""
     kept, dropped = [], 0
     with open(path, encoding="utf-8") as f:
         for line in f:
@@ -60,7 +61,8 @@ def _drop_records_after(path: str, step: int) -> None:
             except ValueError:  # A line torn by a killed process.
                 dropped += 1
                 continue
-            if isinstance(record, dict) and record.get("step", step) > step:
+            if isinstance(record, dict) and (record.get("step", step) > step or any(
+                    key.startswith("final/") for key in record)):
                 dropped += 1
                 continue
             kept.append(line if line.endswith("\n") else line + "\n")
