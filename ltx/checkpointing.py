@@ -75,6 +75,9 @@ class Checkpointer:
         step = self.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"no checkpoint under {self.directory}")
+        if step not in self.all_steps():
+            raise FileNotFoundError(f"no checkpoint of step {step} under {self.directory}; its "
+                                    f"checkpoints are steps {self.all_steps()}")
         where = f"checkpoint step {step} in {self.directory}"
         try:
             meta = self._manager.restore(step, args=ocp.args.Composite(

@@ -57,6 +57,10 @@ def run(tool: str, main, argv=None) -> None:
                  f"({str(err).strip(chr(34))}); overrides given: {overrides}", hint=False)
 
     def guarded(args):
+        from absl import logging
+        # orbax, grain and JAX log every step of their work at INFO; --verbosity=0 shows it.
+        if not flags.FLAGS["verbosity"].present:
+            logging.set_verbosity(logging.WARNING)
         try:
             return main(args)
         except app.UsageError as err:
@@ -204,7 +208,6 @@ def stats(argv=None) -> None:
     def main(argv):
         import json
 
-        from absl import logging
         f = flags.FLAGS
         if len(argv) > 1:
             raise ValueError(f"unexpected arguments {argv[1:]}")
@@ -212,7 +215,6 @@ def stats(argv=None) -> None:
             raise ValueError("give exactly one of --config and --workdir")
         if f.workdir:
             _finished_workdir(f.workdir)
-        logging.set_verbosity(logging.WARNING)  # Keep JAX's backend probing out of the output.
         from ltx import stats as stats_lib
         if f.workdir:
             print(json.dumps(stats_lib.workdir_stats(f.workdir, xla=f.xla)))

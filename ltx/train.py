@@ -11,7 +11,7 @@ checks the config before JAX starts (`ltx.config_check`) and follows the error c
 
 import os
 
-from absl import flags, logging
+from absl import flags
 from ml_collections import config_flags
 
 from ltx import cli
@@ -26,23 +26,45 @@ def main(argv):
     if len(argv) > 1:
         raise ValueError(f"unexpected arguments {argv[1:]}")
     config = _CONFIG.value
-    # orbax and grain log every checkpoint step at INFO; --verbosity=0 brings them back.
-    if not flags.FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)
     from ltx import config_check  # No JAX computation: distributed init must come first.
     config_check.check(config, built=False)
     if config.distributed or os.environ.get("LTX_DISTRIBUTED") == "1":
-        import jax
-        try:
-            jax.distributed.initialize()
-        except (ValueError, RuntimeError) as err:
-            raise ValueError(
-                f"config.distributed=True, but jax.distributed.initialize() failed: {err}. "
-                "Outside a cluster it detects (SLURM, Open MPI, a TPU pod, Kubernetes) set "
-                "JAX_COORDINATOR_ADDRESS=host:port, JAX_NUM_PROCESSES and JAX_PROCESS_ID on "
-                "every process") from None
+        initialize_distributed()
     from ltx import stages
     stages.train(config, _WORKDIR.value)
+
+
+# What `initialize_distributed` reads besides JAX's own JAX_COORDINATOR_ADDRESS: the
+# jax.distributed.initialize() argument each sets.
+DISTRIBUTED_ENV = {"JAX_NUM_PROCESSES": "num_processes", "JAX_PROCESS_ID": "process_id",
+                   "LTX_HEARTBEAT_TIMEOUT_S": "heartbeat_timeout_seconds"}
+
+
+def initialize_distributed() -> None:
+    """`jax.distributed.initialize()` for `config.distributed=True`.
+
+    On a cluster JAX detects (SLURM, Open MPI, Cloud TPU pods, Kubernetes) it needs nothing.
+    Elsewhere every process sets JAX_COORDINATOR_ADDRESS=host:port (process 0's address),
+    JAX_NUM_PROCESSES and JAX_PROCESS_ID; LTX_HEARTBEAT_TIMEOUT_S shortens how long the others
+    wait for a process that died (JAX's default: 100 s) before they abort.
+    """
+    import jax
+    kwargs = {}
+    for name, arg in DISTRIBUTED_ENV.items():
+        value = os.environ.get(name, "")
+        if value:
+            try:
+                kwargs[arg] = int(value)
+            except ValueError:
+                raise ValueError(f"{name}={value!r}; expected an integer") from None
+    try:
+        jax.distributed.initialize(**kwargs)
+    except (ValueError, RuntimeError) as err:
+        raise ValueError(
+            f"config.distributed=True, but jax.distributed.initialize() failed: {err}. "
+            "Outside a cluster it detects (SLURM, Open MPI, a TPU pod, Kubernetes) set "
+            "JAX_COORDINATOR_ADDRESS=host:port, JAX_NUM_PROCESSES and JAX_PROCESS_ID on "
+            "every process") from None
 
 
 def run(argv=None):

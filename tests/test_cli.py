@@ -48,29 +48,148 @@ def test_help_answers_without_importing_jax(tool, module):
     assert "--workdir" in result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("override, needles", [
-    ("--config.batch_size=0", ("config.batch_size=0; expected >= 1",)),
-    ("--config.method.name=balpoe2", ("config.method.name='balpoe2'", "expected one of")),
-    ("--config.eval.shot_convention=lt", ("config.eval.shot_convention='lt'",)),
-    ("--config.log_every_steps=0", ("config.log_every_steps=0",)),
-    ("--config.data.imbalance_ratio=0", ("config.data.imbalance_ratio=0",)),
-    ("--config.tensorboard=yes", ("tensorboard",)),  # Refused by the flag parser (a bool).
-    ("--config.no_such_key=1", ("no_such_key", "does not have")),
-    ("--config.optimizer.lrr=0.1", ("lrr",)),
-])
-def test_a_bad_training_value_fails_at_once_and_writes_nothing(override, needles, tmp_path):
+def _config(name, arg="tiny=1,epochs=1"):
+    return f"{os.path.join(CONFIG_DIR, name + '.py')}:{arg}"
+
+
+def _train(*overrides, config=TINY):
+    return ["-m", "ltx.train", f"--config={config}", "--workdir={finished}", *overrides]
+
+
+# Every bad input handled before any work: (command, what the one-line message must contain).
+# `{finished}` is a finished workdir, which must stay byte-identical; `{tmp}` a fresh folder.
+# `pytest --durations=0 tests/test_cli.py` gives the seconds each takes.
+CATALOGUE = {
+    # Config values: the static check, before JAX starts.
+    "batch_size=0": (_train("--config.batch_size=0"), ["config.batch_size=0; expected >= 1"]),
+    "batch_size=-64": (_train("--config.batch_size=-64"), ["config.batch_size=-64"]),
+    "num_epochs=0": (_train("--config.num_epochs=0"), ["config.num_epochs=0; expected > 0"]),
+    "num_epochs=5 (decay at 160)": (
+        _train("--config.num_epochs=5", config=_config("digits_lt_ldam_drw", "")),
+        ["outside (0, num_epochs=5]", ":epochs=N"]),
+    "log_every_steps=0": (_train("--config.log_every_steps=0"), ["config.log_every_steps=0"]),
+    "mixup_alpha=-1": (_train("--config.mixup_alpha=-1.0"), ["config.mixup_alpha=-1.0"]),
+    "method.name": (_train("--config.method.name=balpoe2"),
+                    ["config.method.name='balpoe2'", "expected one of", "'ride'"]),
+    "data.name": (_train("--config.data.name=digits"), ["config.data.name='digits'"]),
+    "data.imbalance_ratio=0": (_train("--config.data.imbalance_ratio=0"),
+                               ["config.data.imbalance_ratio=0"]),
+    "data.profile": (_train("--config.data.profile=linear"), ["config.data.profile='linear'"]),
+    "data.sampler": (_train("--config.data.sampler=balanced"), ["'balanced'", "expected one"]),
+    "data.last_batch": (_train("--config.data.last_batch=keep"), ["config.data.last_batch"]),
+    "data.augment.kind": (_train("--config.data.augment.kind=autoaugment"),
+                          ["config.data.augment.kind='autoaugment'"]),
+    "data.data_dir missing": (_train("--config.data.data_dir=/no/such/dir"),
+                              ["config.data.data_dir='/no/such/dir'"]),
+    "model.name": (_train("--config.model.name=resnet18"), ["config.model.name='resnet18'"]),
+    "model.widths length": (_train("--config.model.widths=(16, 32)"),
+                            ["config.model.widths=(16, 32); expected 3"]),
+    "model.head": (_train("--config.model.head=cosine_linear"), ["model.head='cosine_linear'"]),
+    "model.expert_strategy": (_train("--config.model.expert_strategy=loop"),
+                              ["config.model.expert_strategy='loop'"]),
+    "model.bn_running_var": (_train("--config.model.bn_running_var=pytorch"),
+                             ["config.model.bn_running_var='pytorch'"]),
+    "model.init_checkpoint missing": (_train("--config.model.init_checkpoint=/no/such.ckpt"),
+                                      ["config.model.init_checkpoint='/no/such.ckpt'"]),
+    "optimizer.lr=0": (_train("--config.optimizer.lr=0"), ["config.optimizer.lr=0"]),
+    "optimizer.lr=nan": (_train("--config.optimizer.lr=nan"), ["config.optimizer.lr=nan"]),
+    "optimizer.momentum=1": (_train("--config.optimizer.momentum=1.0"),
+                             ["config.optimizer.momentum=1.0"]),
+    "schedule.name": (_train("--config.schedule.name=linear"), ["config.schedule.name"]),
+    "eval.shot_convention": (_train("--config.eval.shot_convention=lt"),
+                             ["config.eval.shot_convention='lt'"]),
+    "eval.batch_size=0": (_train("--config.eval.batch_size=0"), ["config.eval.batch_size=0"]),
+    "checkpoint.max_to_keep=0": (_train("--config.checkpoint.max_to_keep=0"),
+                                 ["config.checkpoint.max_to_keep=0"]),
+    "teacher.workdir missing": (_train("--config.teacher.workdir=/no/such/run"),
+                                ["config.teacher.workdir='/no/such/run'"]),
+    "teacher.workdir unfinished": (_train("--config.teacher.workdir={tmp}"),
+                                   ["a finished run (it has no final_metrics.json)"]),
+    "stage value": (_train("--config.stages.router.optimizer.lr=-1.0",
+                           config=_config("digits_lt_ride")),
+                    ["stage 'router': config.optimizer.lr=-1.0; expected > 0"]),
+    "three at once": (_train("--config.batch_size=0", "--config.optimizer.lr=-1.0",
+                             "--config.eval.num_bins=0"),
+                      ["3 problem(s)", "batch_size=0", "optimizer.lr=-1.0", "num_bins=0"]),
+    # Config values only the constructors know (the build tier, before any data is read).
+    "batch_size=30 on 4 devices": (_train("--config.batch_size=30"),
+                                   ["config.batch_size=30 is not divisible by the 4 devices"]),
+    "RIDE distill_multiplicity": (_train("--config.method.distill_multiplicity=twice",
+                                         config=_config("digits_lt_ride")),
+                                  ["distill_multiplicity='twice'"]),
+    "ACE thresholds reversed": (_train("--config.method.thresholds=(0.1, 0.4)",
+                                       config=_config("digits_lt_ace")), ["threshold"]),
+    # Flags and config files.
+    "bool field given a word": (_train("--config.tensorboard=yes"), ["tensorboard"]),
+    "unknown config field": (_train("--config.no_such_key=1"), ["no_such_key", "does not have"]),
+    "misspelt nested field": (_train("--config.optimizer.lrr=0.1"), ["lrr"]),
+    "config file missing": (["-m", "ltx.train", "--config=configs/no_such.py",
+                             "--workdir={finished}"], ["no_such.py"]),
+    "config argument unknown": (_train(config=f"{BALPOE}:epochz=3"), ["epochz"]),
+    "stray argument": (_train("extra"), ["unexpected arguments ['extra']"]),
+    "workdir flag missing": (["-m", "ltx.train", f"--config={TINY}"], ["--workdir"]),
+    # ltx-predict: arguments checked before the model is restored.
+    "predict top_k=0": (["-m", "ltx.cli", "predict", "--workdir={finished}", "--top_k=0",
+                         CONFIG_DIR], ["--top_k=0; expected >= 1"]),
+    "predict image missing": (["-m", "ltx.cli", "predict", "--workdir={finished}",
+                               "{tmp}/nothing.png"], ["do not exist", "nothing.png"]),
+    "predict no image": (["-m", "ltx.cli", "predict", "--workdir={finished}"],
+                         ["no image given"]),
+    "predict prior length": (["-m", "ltx.cli", "predict", "--workdir={finished}", "--prior=0.5,0.5",
+                              CONFIG_DIR], ["has 2 values"]),
+    "predict prior words": (["-m", "ltx.cli", "predict", "--workdir={finished}", "--prior=a,b",
+                             CONFIG_DIR], ["--prior='a,b'; expected comma-separated numbers"]),
+    "predict folder without images": (["-m", "ltx.cli", "predict", "--workdir={finished}",
+                                       "{tmp}"], ["no image files"]),
+    "predict workdir missing": (["-m", "ltx.cli", "predict", "--workdir={tmp}/nope", CONFIG_DIR],
+                                ["does not exist"]),
+    "predict not a workdir": (["-m", "ltx.cli", "predict", "--workdir={tmp}", CONFIG_DIR],
+                              ["has no config.json"]),
+    # ltx-eval, ltx-stats, ltx-import.
+    "eval workdir missing": (["-m", "ltx.cli", "eval", "--workdir={tmp}/nope"],
+                             ["does not exist"]),
+    "eval not a workdir": (["-m", "ltx.cli", "eval", "--workdir={tmp}"], ["has no config.json"]),
+    "eval shot convention": (["-m", "ltx.cli", "eval", "--workdir={finished}",
+                              "--shot_convention=lt"], ["--shot_convention='lt'"]),
+    "eval max_per_class=0": (["-m", "ltx.cli", "eval", "--workdir={finished}",
+                              "--max_per_class=0"], ["--max_per_class=0; expected >= 1"]),
+    "eval step missing": (["-m", "ltx.cli", "eval", "--workdir={finished}", "--step=999"],
+                          ["no checkpoint of step 999", "steps [9]"]),
+    "stats neither": (["-m", "ltx.cli", "stats"], ["exactly one of --config and --workdir"]),
+    "stats bad config": (["-m", "ltx.cli", "stats", f"--config={TINY}",
+                          "--config.model.name=resnet18"], ["config.model.name='resnet18'"]),
+    "import checkpoint missing": (["-m", "ltx.cli", "import", f"--config={TINY}",
+                                   "--checkpoint={tmp}/model.pth", "--workdir={tmp}/imported"],
+                                  ["--checkpoint=", "is not a file"]),
+    "import not a checkpoint": (["-m", "ltx.cli", "import", f"--config={TINY}",
+                                 "--checkpoint={tmp}/notes.pth", "--workdir={tmp}/imported"],
+                                ["notes.pth"]),
+    "import into a workdir in use": (["-m", "ltx.cli", "import", f"--config={TINY}",
+                                      "--checkpoint={tmp}/notes.pth", "--workdir={finished}"],
+                                     ["{finished}"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CATALOGUE))
+def test_bad_input_is_one_message_and_exit_2_and_changes_nothing(case, tiny_workdir, tmp_path):
+    command, needles = CATALOGUE[case]
+    (tmp_path / "notes.pth").write_text("not a checkpoint")
+    before = _digests(tiny_workdir)
+    fill = {"finished": tiny_workdir, "tmp": str(tmp_path)}
+    result = _run([arg.format(**fill) for arg in command])
+    tool = "ltx-train" if "ltx.train" in command else f"ltx-{command[2]}"
+    _assert_one_line_error(result, tool, *(n.format(**fill) for n in needles))
+    assert "Resumed" not in result.stdout and "step " not in result.stdout  # Before training.
+    assert _digests(tiny_workdir) == before
+    assert sorted(os.listdir(tmp_path)) == ["notes.pth"]
+
+
+def test_a_bad_value_for_a_fresh_workdir_creates_nothing(tmp_path):
     workdir = tmp_path / "run"
-    result = _run(["-m", "ltx.train", f"--config={TINY}", f"--workdir={workdir}", override])
-    _assert_one_line_error(result, "ltx-train", *needles)
+    result = _run(["-m", "ltx.train", f"--config={TINY}", f"--workdir={workdir}",
+                   "--config.method.name=balpoe2"])
+    _assert_one_line_error(result, "ltx-train", "config.method.name='balpoe2'")
     assert not workdir.exists()
-
-
-def test_a_missing_config_file_and_a_bad_config_argument_are_named(tmp_path):
-    result = _run(["-m", "ltx.train", "--config=configs/no_such.py", f"--workdir={tmp_path}/w"])
-    _assert_one_line_error(result, "ltx-train", "no_such.py")
-    result = _run(["-m", "ltx.train", f"--config={BALPOE}:epochz=3", f"--workdir={tmp_path}/w"])
-    _assert_one_line_error(result, "ltx-train", "epochz")
-    assert not (tmp_path / "w").exists()
 
 
 def test_distributed_without_a_cluster_says_what_to_set(tmp_path):
@@ -110,29 +229,6 @@ def test_rerunning_a_finished_workdir_reports_it_and_changes_no_byte(tiny_workdi
     # The override did not take effect, and the output says so.
     assert f"seed: checkpoint {seed}, config {seed + 4}" in result.stdout
     assert _digests(tiny_workdir) == before
-
-
-@pytest.mark.parametrize("args, needles", [
-    (["--top_k=0", "{images}"], ("--top_k=0; expected >= 1",)),
-    (["{missing}"], ("do not exist",)),
-    ([], ("no image given",)),
-])
-def test_predict_rejects_bad_arguments_before_loading_the_model(args, needles, tiny_workdir,
-                                                                 tmp_path):
-    args = [a.format(images=CONFIG_DIR, missing=str(tmp_path / "nothing.png")) for a in args]
-    result = _run(["-m", "ltx.cli", "predict", f"--workdir={tiny_workdir}", *args])
-    _assert_one_line_error(result, "ltx-predict", *needles)
-
-
-@pytest.mark.parametrize("tool", ["eval", "predict", "stats"])
-def test_a_workdir_that_is_not_one_is_named(tool, tmp_path):
-    args = ["-m", "ltx.cli", tool, f"--workdir={tmp_path / 'nope'}"]
-    if tool == "predict":
-        args.append(CONFIG_DIR)
-    _assert_one_line_error(_run(args), f"ltx-{tool}", "does not exist")
-    (tmp_path / "empty").mkdir()
-    args[3] = f"--workdir={tmp_path / 'empty'}"
-    _assert_one_line_error(_run(args), f"ltx-{tool}", "has no config.json")
 
 
 def test_the_module_dispatcher_names_its_tools():

@@ -77,5 +77,9 @@ def test_run_starts_from_a_previous_run(tmp_path):
     assert int(state.step) == 0
 
     second_config.model.init_checkpoint = str(tmp_path / "missing")
+    with pytest.raises(ValueError, match="config.model.init_checkpoint=.*missing"):
+        trainer.Run(second_config, str(tmp_path / "other"))  # Before any model is built.
+    (tmp_path / "empty").mkdir()
+    second_config.model.init_checkpoint = str(tmp_path / "empty")
     with pytest.raises(FileNotFoundError, match="holds no ltx checkpoint"):
         trainer.Run(second_config, str(tmp_path / "other")).initial_state()
