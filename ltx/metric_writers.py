@@ -22,9 +22,9 @@ def _scalar(value):
 class JsonlWriter:
     """Appends one JSON object per `write_scalars` call to `<workdir>/metrics.jsonl`.
 
-    `resume_step`: the step a resumed run starts from; records of later steps, written by the
-    interrupted attempt after its last checkpoint, are dropped first (the resumed run writes
-    them again), so every step has one record.
+    `resume_step`: the step a run starts from (0 for one without a checkpoint); records of later
+    steps, written by an interrupted attempt after its last checkpoint, are dropped first (the
+    run writes them again), so every step has one record.
     """
 
     def __init__(self, path: str, resume_step: int | None = None):

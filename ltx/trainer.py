@@ -469,7 +469,11 @@ class Run:
                              "teacher)")
         os.makedirs(self.workdir, exist_ok=True)
         lock = faults.WorkdirLock(self.workdir) if is_main else contextlib.nullcontext()
-        with lock, faults.StopSignals() as signals:
+        # Under jax.distributed, SIGTERM belongs to JAX's preemption notifier (behind orbax's
+        # sync point); a Python handler would replace it.
+        signals = faults.StopSignals()
+        catch = signals if jax.process_count() == 1 else contextlib.nullcontext(signals)
+        with lock, catch:
             return self._train(signals)
 
     def _train(self, signals: faults.StopSignals) -> dict[str, Any]:
@@ -482,7 +486,7 @@ class Run:
             start_step = int(state.step)
             writer = metric_writers.create_writer(
                 self.workdir, process_index=jax.process_index(), tensorboard=cfg.tensorboard,
-                resume_step=start_step if start_step else None)
+                resume_step=start_step)
             if is_main and start_step == 0:
                 print(self.describe(), flush=True)
             progress = metric_writers.ProgressLine(self.total_steps, cfg.batch_size,
