@@ -1,7 +1,8 @@
 r"""ACE (3 experts) on CIFAR-100-LT, the released 280-epoch recipe (260 + 20 mixup-free).
 
+    ltx-prepare cifar100 --tarball=cifar-100-python.tar.gz   # once, offline
     python -m ltx.train --config=configs/cifar100_lt_ace.py:ir=100 \
-        --config.data.data_dir=$HOME/tensorflow_datasets --workdir=/tmp/ltx/c100_ace_ir100
+        --workdir=/tmp/ltx/c100_ace_ir100
 
 Official recipe (winterxx/ACE `configs/cifar100_im100.yaml`, `cifar100_im50.yaml`;
 docs/methods/ace.md; `ltx.methods.ace`): ResNet-32 sharing the stem and stages 1-2 (16, 32

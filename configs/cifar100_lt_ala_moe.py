@@ -1,7 +1,8 @@
 r"""ALA + instance-aware MoE on CIFAR-100-LT, then its distillation into one ResNet-32.
 
+    ltx-prepare cifar100 --tarball=cifar-100-python.tar.gz   # once, offline
     python -m ltx.train --config=configs/cifar100_lt_ala_moe.py:ir=100 \
-        --config.data.data_dir=$HOME/tensorflow_datasets --workdir=/tmp/ltx/c100_ala_moe
+        --workdir=/tmp/ltx/c100_ala_moe
 
 No official code exists (docs/methods/ala_moe.md); `ltx.methods.ala_moe` follows the paper's
 description on RIDE's CIFAR setup, which the paper builds on: ResNet-32 sharing the stem and stage

@@ -1,7 +1,8 @@
 r"""BalPoE on CIFAR-100-LT, the paper's standard 200-epoch setup (3 experts, Mixup 0.4).
 
+    ltx-prepare cifar100 --tarball=cifar-100-python.tar.gz   # once, offline
     python -m ltx.train --config=configs/cifar100_lt_balpoe.py:ir=100 \
-        --config.data.data_dir=$HOME/tensorflow_datasets --workdir=/tmp/ltx/c100_balpoe_ir100
+        --workdir=/tmp/ltx/c100_balpoe_ir100
 
 Official recipe (emasa/BalPoE-CalibratedLT, configs/mixup/standard_training;
 docs/methods/balpoe.md): ResNet-32, stem + stage 1 shared, 3 full-width experts (32/64;

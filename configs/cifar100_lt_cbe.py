@@ -1,7 +1,8 @@
 r"""Class-balanced experts on CIFAR-100-LT: ResNet-32 baseline, three experts, fusion.
 
+    ltx-prepare cifar100 --tarball=cifar-100-python.tar.gz   # once, offline
     python -m ltx.train --config=configs/cifar100_lt_cbe.py:ir=100 \
-        --config.data.data_dir=$HOME/tensorflow_datasets --workdir=/tmp/ltx/c100_cbe_ir100
+        --workdir=/tmp/ltx/c100_cbe_ir100
 
 The paper (Sharma et al., GCPR 2020) and its code cover ImageNet-LT and Places-LT only; this is
 an adaptation of their recipe (`ltx.methods.cbe`, docs/methods/cbe.md) to the usual CIFAR

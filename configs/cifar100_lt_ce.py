@@ -1,7 +1,8 @@
 r"""Cross-entropy baseline on CIFAR-100-LT: BalPoE's setup with one expert and lambda = 1.
 
+    ltx-prepare cifar100 --tarball=cifar-100-python.tar.gz   # once, offline
     python -m ltx.train --config=configs/cifar100_lt_ce.py:ir=100 \
-        --config.data.data_dir=$HOME/tensorflow_datasets --workdir=/tmp/ltx/c100_ce_ir100
+        --workdir=/tmp/ltx/c100_ce_ir100
 
 One full-width ResNet-32 expert with a cosine head x 30, gLA with lambda = 1 (tau = 0), which is
 plain softmax cross-entropy; everything else as configs/cifar100_lt_balpoe.py but without Mixup.

@@ -1,7 +1,8 @@
 r"""Focal loss on CIFAR-100-LT: the LDAM-DRW paper's focal baseline (ResNet-32, linear head).
 
+    ltx-prepare cifar100 --tarball=cifar-100-python.tar.gz   # once, offline
     python -m ltx.train --config=configs/cifar100_lt_focal.py:ir=100 \
-        --config.data.data_dir=$HOME/tensorflow_datasets --workdir=/tmp/ltx/c100_focal_ir100
+        --workdir=/tmp/ltx/c100_focal_ir100
 
 `ltx.methods.ldam_drw.build_focal` on LDAM-DRW's schedule (kaidic/LDAM-DRW `cifar_train.py`,
 `--loss_type Focal`; docs/methods/ldam_drw.md): gamma 1, no re-weighting (`drw=1` switches DRW on at

@@ -1,7 +1,8 @@
 r"""Logit adjustment (Balanced Softmax) on CIFAR-100-LT: BalPoE's setup, one expert, lambda = 0.
 
+    ltx-prepare cifar100 --tarball=cifar-100-python.tar.gz   # once, offline
     python -m ltx.train --config=configs/cifar100_lt_la.py:ir=100 \
-        --config.data.data_dir=$HOME/tensorflow_datasets --workdir=/tmp/ltx/c100_la_ir100
+        --workdir=/tmp/ltx/c100_la_ir100
 
 One full-width ResNet-32 expert trained with CE(z + log pi, y) (tau = 1; Menon et al.'s logit
 adjusted loss, equal to Balanced Softmax); everything else as configs/cifar100_lt_balpoe.py but

@@ -1,7 +1,8 @@
 r"""LDAM-DRW on CIFAR-100-LT, the official 200-epoch recipe.
 
+    ltx-prepare cifar100 --tarball=cifar-100-python.tar.gz   # once, offline
     python -m ltx.train --config=configs/cifar100_lt_ldam_drw.py:ir=100 \
-        --config.data.data_dir=$HOME/tensorflow_datasets --workdir=/tmp/ltx/c100_ldam_drw_ir100
+        --workdir=/tmp/ltx/c100_ldam_drw_ir100
 
 Official recipe (kaidic/LDAM-DRW `cifar_train.py`; docs/methods/ldam_drw.md): ResNet-32 with a
 cosine head, LDAM (max margin 0.5, s = 30), DRW from epoch 160 (beta 0.9999); SGD lr 0.1, momentum

@@ -1,7 +1,8 @@
 r"""RIDE on CIFAR-100-LT: 3 experts with the RIDE loss, then the expert-assignment router.
 
+    ltx-prepare cifar100 --tarball=cifar-100-python.tar.gz   # once, offline
     python -m ltx.train --config=configs/cifar100_lt_ride.py:ir=100 \
-        --config.data.data_dir=$HOME/tensorflow_datasets --workdir=/tmp/ltx/c100_ride_ir100
+        --workdir=/tmp/ltx/c100_ride_ir100
 
 Official recipe (frank-xwang/RIDE-LongTailRecognition, `config_imbalance_cifar100_ride.json` and
 the EA configs; docs/methods/ride.md, `ltx.methods.ride`): ResNet-32 sharing the stem and

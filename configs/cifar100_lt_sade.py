@@ -1,7 +1,8 @@
 r"""SADE on CIFAR-100-LT: three diverse experts, the standard 200-epoch setup.
 
+    ltx-prepare cifar100 --tarball=cifar-100-python.tar.gz   # once, offline
     python -m ltx.train --config=configs/cifar100_lt_sade.py:ir=100 \
-        --config.data.data_dir=$HOME/tensorflow_datasets --workdir=/tmp/ltx/c100_sade_ir100
+        --workdir=/tmp/ltx/c100_sade_ir100
 
 Official recipe (Vanint/SADE-AgnosticLT; docs/methods/sade.md): ResNet-32 sharing the stem and
 stage 1, reduced expert widths 24/48, cosine heads x 30, the summed diverse-expert loss with

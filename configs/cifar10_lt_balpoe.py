@@ -1,7 +1,8 @@
 r"""BalPoE on CIFAR-10-LT, the standard 200-epoch setup (3 experts, Mixup 0.8).
 
+    ltx-prepare cifar10 --tarball=cifar-10-python.tar.gz   # once, offline
     python -m ltx.train --config=configs/cifar10_lt_balpoe.py:ir=100 \
-        --config.data.data_dir=$HOME/tensorflow_datasets --workdir=/tmp/ltx/c10_balpoe_ir100
+        --workdir=/tmp/ltx/c10_balpoe_ir100
 
 Same recipe as configs/cifar100_lt_balpoe.py (docs/methods/balpoe.md) with CIFAR-10's Mixup alpha
 0.8 and the same tau_list (0, 1, 2) = lambdas (1, 0, -1).

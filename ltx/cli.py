@@ -4,11 +4,12 @@
     ltx-predict --workdir=runs/digits_lt_balpoe my_digits/ --top_k=3 [--prior=p0,...,p9]
     ltx-stats --config=configs/digits_lt_balpoe.py | --workdir=runs/digits_lt_balpoe [--xla]
     ltx-import --config=... --checkpoint=model.pth --workdir=runs/imported [--stage=...]
+    ltx-prepare cifar100 [--tarball=cifar-100-python.tar.gz] [--data_dir=~/ltx_data]
     python -m ltx.cli eval --workdir=...        # any tool without the console scripts
 
 (`ltx-train` is `ltx.train`.) Each tool defines its flags here and imports its module (and JAX)
 only when it runs, so `--help` answers at once; the logic lives in `ltx.report`, `ltx.predict`,
-`ltx.stats` and `ltx.checkpoint_import`.
+`ltx.stats`, `ltx.checkpoint_import` and `ltx.data.cifar`.
 
 Errors: bad input (a config value, a path, a dataset, a checkpoint, a flag) ends with one line
 `ltx-<tool>: error: <message>` on stderr and exit status 2 (`EXIT_BAD_INPUT`); a diverged run
@@ -257,7 +258,41 @@ def import_checkpoint(argv=None) -> None:
     run("ltx-import", main, argv)
 
 
-TOOLS = {"eval": evaluate, "predict": predict, "stats": stats, "import": import_checkpoint}
+# -- ltx-prepare ------------------------------------------------------------------------------
+
+def prepare(argv=None) -> None:
+    """`ltx-prepare`: CIFAR-10/100 from the official tarball into the data directory
+    (`ltx.data.cifar.prepare`)."""
+    from absl import flags
+    if "tarball" not in flags.FLAGS:
+        flags.DEFINE_string("tarball", None, "cifar-10/100-python.tar.gz or -binary.tar.gz "
+                            "(default: looked for in <data_dir>/downloads/manual, <data_dir>, "
+                            "~/tensorflow_datasets/downloads/manual and the current folder).")
+        flags.DEFINE_string("data_dir", None, "Where to write <dataset>/ (default: "
+                            "$LTX_DATA_DIR, else ~/ltx_data: what the configs read when "
+                            "config.data.data_dir is empty).")
+        key_flags(__name__)
+
+    def main(argv):
+        import json
+
+        from ltx.data import cifar
+        names = argv[1:]
+        if len(names) != 1 or names[0].removesuffix("_lt") not in cifar.TARBALLS:
+            raise ValueError(f"expected one dataset, {' or '.join(sorted(cifar.TARBALLS))}; got "
+                             f"{names}: ltx-prepare cifar100 --tarball=cifar-100-python.tar.gz")
+        f = flags.FLAGS
+        folder = cifar.prepare(names[0], tarball=f.tarball, data_dir=f.data_dir)
+        with open(os.path.join(folder, "info.json")) as info_file:
+            info = json.load(info_file)
+        print(f"Prepared {info['dataset']} in {folder} from {info['tarball']}: "
+              f"{info['counts']['train']} train and {info['counts']['test']} test images.")
+
+    run("ltx-prepare", main, argv)
+
+
+TOOLS = {"eval": evaluate, "predict": predict, "stats": stats, "import": import_checkpoint,
+         "prepare": prepare}
 
 
 def _dispatch() -> None:

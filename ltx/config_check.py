@@ -161,7 +161,7 @@ def _static_problems(config) -> list[str]:
         c.number("data.imbalance_ratio", low=1)
         c.choice("data.profile", long_tail.PROFILES)
         c.number("data.subset_seed", integer=True)
-        c.existing_path("data.data_dir", directory=True, what="a TFDS data directory")
+        c.existing_path("data.data_dir", directory=True, what="a data directory")
         if kind == "cifar":
             c.number("data.augment.crop_padding", integer=True, low=0)
             c.number("data.augment.rotation", low=0)

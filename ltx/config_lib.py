@@ -108,7 +108,8 @@ def add_fixed_size_data(c: ml_collections.ConfigDict, name: str, *,
     """The fields of the in-memory fixed-size datasets (digits-LT, CIFAR-10/100-LT): the
     long-tailed subset and the 'cifar' augmentation. In place; returns `c`."""
     c.data.name = name
-    c.data.data_dir = ""  # TFDS data_dir for the CIFAR datasets.
+    # CIFAR: the folder ltx-prepare wrote into; empty for $LTX_DATA_DIR, else ~/ltx_data.
+    c.data.data_dir = ""
     c.data.imbalance_ratio = imbalance_ratio
     c.data.profile = "exp"
     c.data.subset_seed = 0  # The references' rand_number for the long-tailed selection.

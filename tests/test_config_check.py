@@ -44,7 +44,7 @@ CATALOGUE = [
     ("digits_lt_balpoe", "data.num_workers", -1, "config.data.num_workers=-1"),
     ("digits_lt_balpoe", "data.augment.kind", "autoaugment", "config.data.augment.kind="),
     ("digits_lt_balpoe", "data.augment.crop_padding", -4, "config.data.augment.crop_padding=-4"),
-    ("digits_lt_balpoe", "data.data_dir", "/no/such/dir", "'/no/such/dir'; expected a TFDS"),
+    ("digits_lt_balpoe", "data.data_dir", "/no/such/dir", "'/no/such/dir'; expected a data dir"),
     ("digits_lt_balpoe", "model.name", "resnet18", "config.model.name='resnet18'"),
     ("digits_lt_balpoe", "model.widths", (16, 32), "config.model.widths=(16, 32); expected 3"),
     ("digits_lt_balpoe", "model.widths", (16, 0, 64), "positive stage widths"),

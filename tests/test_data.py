@@ -1,4 +1,4 @@
-"""digits-LT splits, the grain pipelines, Mixup, and CIFAR-LT over mock TFDS files."""
+"""digits-LT splits, the grain pipelines, Mixup, and CIFAR-LT prepared from CIFAR tarballs."""
 
 import json
 import os
@@ -7,7 +7,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 
 from ltx.data import cifar, digits, mixup, pipeline, shots, splits
 
@@ -191,87 +190,158 @@ def test_mixup_coefficients_follow_beta_alpha_alpha():
     assert abs(float(lams.var()) - 0.25 / 1.8) < 0.01
 
 
-# -- CIFAR-LT over TFDS ---------------------------------------------------------------------
+# -- CIFAR-LT from the official tarballs ------------------------------------------------------
 
-def _fake_prepared_layout(data_dir, name="cifar100"):
-    folder = os.path.join(data_dir, name, "3.0.2")
-    os.makedirs(folder)
-    with open(os.path.join(folder, "dataset_info.json"), "w") as f:
-        json.dump({"name": name}, f)
-    open(os.path.join(folder, f"{name}-train.array_record-00000-of-00001"), "w").close()
+def _synthetic_cifar(num_classes, train_per_class, test_per_class, seed=0):
+    """Random images in the tarball's role: labels in a shuffled (not class-sorted) order, as
+    in the real batches."""
+    rng = np.random.default_rng(seed)
+    data = {}
+    for split, per_class in (("train", train_per_class), ("test", test_per_class)):
+        labels = rng.permutation(np.repeat(np.arange(num_classes), per_class)).astype(np.int64)
+        images = rng.integers(0, 256, (labels.size, 32, 32, 3), dtype=np.uint8)
+        data[split] = (images, labels)
+    return data
 
 
-def test_missing_cifar_fails_at_once_with_instructions(tmp_path):
+def _reference_imbalanced_subset(labels, num_classes, imb_factor, rand_number=0):
+    """IMBALANCECIFAR's selection as the references write it (LDAM-DRW's imbalance_cifar.py,
+    reused by RIDE, SADE and BalPoE): exponential counts, np.random.seed, shuffle each class's
+    indices, keep the first n, classes in order."""
+    img_max = len(labels) / num_classes
+    counts = [int(img_max * (imb_factor ** (i / (num_classes - 1.0))))
+              for i in range(num_classes)]
+    np.random.seed(rand_number)
+    kept = []
+    for the_class, n in zip(np.unique(labels), counts):
+        idx = np.where(labels == the_class)[0]
+        np.random.shuffle(idx)
+        kept.append(idx[:n])
+    return np.concatenate(kept), np.array(counts)
+
+
+@pytest.mark.parametrize("name, binary", [("cifar100", False), ("cifar100", True),
+                                          ("cifar10", False), ("cifar10", True)])
+def test_prepare_reads_both_tarball_versions_in_the_tarball_order(name, binary, tmp_path):
+    classes = 100 if name == "cifar100" else 10
+    data = _synthetic_cifar(classes, 3, 1)
+    tarball = str(tmp_path / cifar.TARBALLS[name][int(binary)])
+    cifar.write_tarball(tarball, name, data, binary=binary)
+    folder = cifar.prepare(name, tarball=tarball, data_dir=str(tmp_path / "data"))
+    assert folder == str(tmp_path / "data" / name)
+    assert sorted(os.listdir(folder)) == sorted(cifar.FILES)  # No staging folder left.
+    prepared = cifar.load_prepared(name, str(tmp_path / "data"))
+    for split in ("train", "test"):
+        np.testing.assert_array_equal(prepared[split][0], data[split][0])
+        np.testing.assert_array_equal(prepared[split][1], data[split][1])
+    info = json.load(open(os.path.join(folder, "info.json")))
+    assert info["counts"] == {"train": 3 * classes, "test": classes}
+
+
+def test_the_pixel_layout_is_the_official_one(tmp_path):
+    """A record's 3,072 bytes are the 1,024 red values row by row, then green, then blue."""
+    image = np.zeros((1, 32, 32, 3), np.uint8)
+    image[0, 0, 1, 0] = 7    # red, row 0, column 1: byte 1
+    image[0, 1, 0, 1] = 9    # green, row 1, column 0: byte 1024 + 32
+    image[0, 31, 31, 2] = 11  # blue, last pixel: byte 3071
+    data = {"train": (image, np.array([4])), "test": (image, np.array([2]))}
+    path = str(tmp_path / "cifar-10-binary.tar.gz")
+    cifar.write_tarball(path, "cifar10", data, binary=True)
+    import tarfile
+    with tarfile.open(path) as tar:
+        raw = tar.extractfile("cifar-10-batches-bin/test_batch.bin").read()
+    assert len(raw) == 3073 and raw[0] == 2
+    assert raw[1 + 1] == 7 and raw[1 + 1024 + 32] == 9 and raw[1 + 3071] == 11
+
+
+def test_the_long_tailed_subset_is_the_references_one(tmp_path):
+    data = _synthetic_cifar(100, 20, 2, seed=3)
+    tarball = str(tmp_path / "cifar-100-python.tar.gz")
+    cifar.write_tarball(tarball, "cifar100", data)
+    cifar.prepare("cifar100", tarball=tarball, data_dir=str(tmp_path))
+    d = cifar.cifar_lt("cifar100_lt", data_dir=str(tmp_path), imbalance_ratio=10)
+    indices, counts = _reference_imbalanced_subset(data["train"][1], 100, 0.1)
+    np.testing.assert_array_equal(d.class_counts, counts)
+    np.testing.assert_array_equal(d.train.indices, indices)  # The same images, same order.
+    np.testing.assert_array_equal(d.train.source[int(indices[5])]["image"],
+                                  data["train"][0][indices[5]])
+    assert len(d.test) == 200 and d.val is None and d.num_classes == 100
+
+
+def test_a_missing_or_wrong_tarball_fails_at_once_with_the_command(tmp_path, monkeypatch):
+    monkeypatch.setenv(cifar.DATA_DIR_ENV, str(tmp_path / "default"))
     with pytest.raises(FileNotFoundError) as err:
-        cifar.cifar_lt("cifar100_lt", data_dir=str(tmp_path))
-    message = str(err.value)
-    assert "tfds build cifar100" in message and "--file_format=array_record" in message
-    assert "downloads/manual" in message and "cifar-100-python.tar.gz" in message
-    with pytest.raises(FileNotFoundError, match="data_dir is empty"):
         cifar.cifar_lt("cifar100_lt", data_dir="")
+    message = str(err.value)
+    assert str(tmp_path / "default" / "cifar100") in message
+    assert "ltx-prepare cifar100 --tarball=" in message and "cifar-100-python.tar.gz" in message
+    with pytest.raises(FileNotFoundError, match="download it from https://"):
+        cifar.prepare("cifar100")  # Nothing to find: no network, no retry.
+    other = str(tmp_path / "cifar-100-python.tar.gz")
+    cifar.write_tarball(other, "cifar10", _synthetic_cifar(10, 1, 1))
+    with pytest.raises(ValueError, match="is not a cifar100 tarball"):
+        cifar.prepare("cifar100", tarball=other)
+    (tmp_path / "junk.tar.gz").write_bytes(b"not a tarball")
+    with pytest.raises(ValueError, match="not a readable tarball"):
+        cifar.prepare("cifar100", tarball=str(tmp_path / "junk.tar.gz"))
+    assert not (tmp_path / "default" / "cifar100").exists()
 
 
-def test_tfrecord_only_preparation_is_rejected(tmp_path):
-    folder = tmp_path / "cifar10" / "3.0.2"
-    folder.mkdir(parents=True)
-    (folder / "dataset_info.json").write_text("{}")
-    (folder / "cifar10-train.tfrecord-00000-of-00001").write_text("")
-    with pytest.raises(FileNotFoundError, match="no array_record files"):
-        cifar.cifar_lt("cifar10_lt", data_dir=str(tmp_path))
+def test_a_pickle_that_runs_code_is_refused(tmp_path):
+    import io
+    import pickle
+    import tarfile
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo owned",))
+
+    payload = pickle.dumps({b"data": Evil(), b"fine_labels": []})
+    path = str(tmp_path / "cifar-100-python.tar.gz")
+    with tarfile.open(path, "w:gz") as tar:
+        for member in ("cifar-100-python/train", "cifar-100-python/test"):
+            info = tarfile.TarInfo(member)
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+    with pytest.raises(pickle.UnpicklingError, match="system"):
+        cifar.read_tarball(path, "cifar100")
 
 
-def _balanced_mock_source(num_examples, num_classes):
-    def as_data_source_fn(builder, split, *args, **kwargs):
-        n = num_examples if split == "train" else num_examples // 5
-        rng = np.random.default_rng(0 if split == "train" else 1)
-        labels = rng.permutation(np.arange(n) % num_classes)
-        images = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
-        return [{"image": images[i], "label": np.int64(labels[i]), "coarse_label": np.int64(0),
-                 "id": f"{split}_{i}"} for i in range(n)]
-    return as_data_source_fn
+def test_cifar100_lt_trains_and_evaluates_from_a_prepared_tarball_offline(tmp_path):
+    """The README's CIFAR path end to end, with a small synthetic tarball: ltx-prepare (the
+    console command), then the CIFAR-100-LT BalPoE config for one epoch and its evaluation."""
+    import subprocess
+    import sys
 
-
-def test_cifar100_lt_over_mock_tfds_end_to_end(tmp_path):
-    _fake_prepared_layout(str(tmp_path))
-    # 100 images per class: the ratio-100 profile keeps int(100 * 0.01 ** (i / 99)) per class.
-    with tfds.testing.mock_data(as_data_source_fn=_balanced_mock_source(10_000, 100)):
-        d = cifar.cifar_lt("cifar100_lt", data_dir=str(tmp_path), imbalance_ratio=100)
-    expected = np.array([int(100 * 0.01 ** (i / 99)) for i in range(100)])
-    np.testing.assert_array_equal(d.class_counts, expected)
-    assert len(d.train) == expected.sum() and len(d.test) == 2000 and d.val is None
-    assert d.image_shape == (32, 32, 3) and d.num_classes == 100
-    from ltx.data import augment
-    ds = pipeline.train_dataset(d.train, global_batch_size=16, seed=0, mean=d.mean, std=d.std,
-                                transform=augment.make_train_transform(rotation=15))
-    batch = pipeline.train_iterator(ds).__next__()
-    assert batch["image"].shape == (16, 32, 32, 3) and batch["label"].max() < 100
-    assert set(d.train.source[0]) == {"image", "label"}  # TFDS extras are dropped.
-
-
-def test_cifar100_lt_balpoe_config_trains_over_mock_tfds(tmp_path):
     from ltx import config_lib, trainer
 
-    data_dir = str(tmp_path / "tfds")
-    _fake_prepared_layout(data_dir)
+    tarball = str(tmp_path / "cifar-100-python.tar.gz")
+    cifar.write_tarball(tarball, "cifar100", _synthetic_cifar(100, 10, 2, seed=1))
+    data_dir = str(tmp_path / "data")
+    result = subprocess.run([sys.executable, "-m", "ltx.cli", "prepare", "cifar100",
+                             f"--tarball={tarball}", f"--data_dir={data_dir}"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "1000 train and 200 test images" in result.stdout
+
     config_path = os.path.join(os.path.dirname(__file__), os.pardir, "configs",
                                "cifar100_lt_balpoe.py")
-    config = config_lib.load_config_file(config_path, "ir=100")
+    config = config_lib.load_config_file(config_path, "ir=10")
     config.data.data_dir = data_dir
-    config.data.num_workers = 0  # The mock lives in this process only.
+    config.data.num_workers = 0  # grain's worker processes read absl flags; pytest parses none.
     config.num_epochs = 1
     config.schedule.decay_epochs = ()
     config.batch_size = 64
     config.model.widths = (4, 8, 16)
     config.model.blocks_per_stage = 1
     config.checkpoint.async_save = False
-    with tfds.testing.mock_data(as_data_source_fn=_balanced_mock_source(10_000, 100)):
-        run = trainer.Run(config, str(tmp_path / "run"))
-        final = run.train()
-    assert run.method.num_experts == 3 and len(run.dataset.train) == 2_131
-    assert int(run.state.step) == 34  # ceil(2131 / 64)
+    run = trainer.Run(config, str(tmp_path / "run"))
+    final = run.train()
+    # ratio 10 over 10 images per class: int(10 * 0.1 ** (i / 99)) per class.
+    expected = sum(int(10 * 0.1 ** (i / 99)) for i in range(100))
+    assert run.method.num_experts == 3 and len(run.dataset.train) == expected
     assert final["dataset"] == "cifar100_lt" and np.isfinite(final["nll"])
     assert 0.0 <= final["top1_all"] <= 100.0 and "val_top1_all" not in final
-    assert os.path.exists(tmp_path / "run" / "final_metrics.json")
 
 
 def test_counts_from_labels_rejects_out_of_range_labels():

@@ -1,88 +1,264 @@
-"""CIFAR-10-LT and CIFAR-100-LT over prepared TFDS array_record files, read by grain.
+"""CIFAR-10-LT and CIFAR-100-LT, from the official tarballs prepared once by `ltx-prepare`.
 
-The long-tailed training set is an index array over the balanced TFDS 'train' split, built with the
-CIFAR-LT convention (`long_tail_counts` + `long_tail_indices`, seed 0), so it is the same 10,847
-images (CIFAR-100, ratio 100) as LDAM-DRW, RIDE, SADE and BalPoE. The test set is the balanced
-10,000-image 'test' split. The references validate on the test set; `val` is None here.
+    ltx-prepare cifar100 --tarball=cifar-100-python.tar.gz     # or cifar-100-binary.tar.gz
+    ltx-train --config=configs/cifar100_lt_balpoe.py --workdir=...
 
-Preparing the data needs TensorFlow once (the `tf` extra) and the tarball, because no machine of
-ours downloads it at training time:
+`prepare` reads either version of the tarball the CIFAR site publishes (the python pickles or the
+binary records, https://www.cs.toronto.edu/~kriz/cifar.html) and writes, under the data directory
+(`config.data.data_dir`, else $LTX_DATA_DIR, else ~/ltx_data), a folder `cifar10/` or
+`cifar100/` with `train_images.npy` uint8 [50000, 32, 32, 3], `train_labels.npy` int64 [50000],
+the same for `test` (10,000) and `info.json` (the tarball's name and SHA-256, the counts). Reading
+needs neither TensorFlow nor a network, and nothing is ever downloaded: a missing dataset fails at
+once with the command that prepares it.
 
-    mkdir -p $DATA_DIR/downloads/manual
-    cp cifar-100-python.tar.gz $DATA_DIR/downloads/manual/   # or let `tfds build` download it
-    tfds build cifar100 --data_dir=$DATA_DIR --file_format=array_record
-
-Training never triggers a download: `tfds.data_source(..., download=False)` is called only after
-the prepared files have been found on disk, because offline TFDS retries DNS for minutes before
-failing.
+The images keep the tarball's order (CIFAR-10's data_batch_1 ... data_batch_5; CIFAR-100's
+`train`), which is the order of torchvision's CIFAR datasets. The long-tailed training set is
+then chosen exactly as the references' IMBALANCECIFAR (LDAM-DRW, RIDE, SADE and BalPoE) choose it:
+`long_tail_counts` images per class, the first ones of each class's indices after a seed-0
+shuffle (`long_tail_indices`): 10,847 images for CIFAR-100 at ratio 100. The test set is the
+balanced 10,000-image test split; the references validate on it, so `val` is None.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
 import os
+import pickle
+import shutil
+import tarfile
 
 import numpy as np
 
 from ltx.data import augment, long_tail, splits
 
-_TFDS_NAMES = {"cifar10_lt": ("cifar10", 10), "cifar100_lt": ("cifar100", 100)}
-_TARBALLS = {"cifar10": "cifar-10-python.tar.gz", "cifar100": "cifar-100-python.tar.gz"}
+# ltx dataset name -> (folder / tarball family, number of classes).
+NAMES = {"cifar10_lt": ("cifar10", 10), "cifar100_lt": ("cifar100", 100)}
+TARBALLS = {"cifar10": ("cifar-10-python.tar.gz", "cifar-10-binary.tar.gz"),
+            "cifar100": ("cifar-100-python.tar.gz", "cifar-100-binary.tar.gz")}
+URL = "https://www.cs.toronto.edu/~kriz/"
+DATA_DIR_ENV = "LTX_DATA_DIR"
+FILES = ("train_images.npy", "train_labels.npy", "test_images.npy", "test_labels.npy",
+         "info.json")
+
+# Members of each tarball version: {split: [member paths in order]} and the record layout.
+_PYTHON_MEMBERS = {
+    "cifar10": {"train": [f"cifar-10-batches-py/data_batch_{i}" for i in range(1, 6)],
+                "test": ["cifar-10-batches-py/test_batch"]},
+    "cifar100": {"train": ["cifar-100-python/train"], "test": ["cifar-100-python/test"]},
+}
+_BINARY_MEMBERS = {
+    "cifar10": {"train": [f"cifar-10-batches-bin/data_batch_{i}.bin" for i in range(1, 6)],
+                "test": ["cifar-10-batches-bin/test_batch.bin"]},
+    "cifar100": {"train": ["cifar-100-binary/train.bin"], "test": ["cifar-100-binary/test.bin"]},
+}
+# Bytes before the 3,072 pixels of a binary record, and which of them is the (fine) label.
+_BINARY_LABEL = {"cifar10": (1, 0), "cifar100": (2, 1)}
+_PIXELS = 3 * 32 * 32
 
 
-def _prepare_hint(tfds_name: str, data_dir: str) -> str:
-    return (f"Prepare it once with TensorFlow installed (pip install -e '.[tf]'):\n"
-            f"  mkdir -p {data_dir}/downloads/manual\n"
-            f"  cp {_TARBALLS[tfds_name]} {data_dir}/downloads/manual/  "
-            "# only where tfds cannot download it\n"
-            f"  tfds build {tfds_name} --data_dir={data_dir} --file_format=array_record\n"
-            "then pass --config.data.data_dir=" + data_dir)
+def default_data_dir() -> str:
+    """$LTX_DATA_DIR, else ~/ltx_data: where `ltx-prepare` writes and the CIFAR configs read
+    when `config.data.data_dir` is empty."""
+    return os.path.expanduser(os.environ.get(DATA_DIR_ENV) or "~/ltx_data")
 
 
-def require_prepared(tfds_name: str, data_dir: str | None) -> str:
-    """Returns the version folder of a prepared array_record dataset or raises at once.
+def family(name: str) -> str:
+    """'cifar10' or 'cifar100' of a dataset name ('cifar100_lt', 'cifar100', ...)."""
+    base = name[:-3] if name.endswith("_lt") else name
+    if base not in TARBALLS:
+        raise ValueError(f"dataset {name!r}; expected one of {sorted(TARBALLS)} (or their "
+                         "'_lt' names)")
+    return base
 
-    Raises:
-      FileNotFoundError: naming the missing path and how to prepare the dataset.
+
+def prepare_command(name: str, data_dir: str | None = None) -> str:
+    """The command that prepares `name` (into `data_dir` if it is not the default)."""
+    base = family(name)
+    target = "" if not data_dir or os.path.expanduser(data_dir) == default_data_dir() else (
+        f" --data_dir={data_dir}")
+    return (f"ltx-prepare {base} --tarball=<path to {TARBALLS[base][0]} or "
+            f"{TARBALLS[base][1]}>{target}   (the tarball: {URL}{TARBALLS[base][0]})")
+
+
+# -- reading the tarballs ---------------------------------------------------------------------
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Unpickles the CIFAR batches without running arbitrary code: only the NumPy array and
+    dtype constructors that the published pickles use are allowed."""
+
+    _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray",
+                                                            "_reconstruct"),
+                ("numpy", "ndarray"), ("numpy", "dtype"), ("copyreg", "_reconstructor"),
+                ("_codecs", "encode")}
+
+    def find_class(self, module, name):
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"the CIFAR batch refers to {module}.{name}, which "
+                                         "no published CIFAR pickle does")
+        return super().find_class(module, name)
+
+
+def _images(rows: np.ndarray) -> np.ndarray:
+    """uint8 [N, 3072] rows (1,024 red, green, blue values each, row-major) -> [N, 32, 32, 3]."""
+    return np.ascontiguousarray(rows.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+
+
+def _read_python(tar: tarfile.TarFile, member: str, base: str):
+    batch = _CifarUnpickler(tar.extractfile(member), encoding="bytes").load()
+    key = b"labels" if base == "cifar10" else b"fine_labels"
+    if not isinstance(batch, dict) or b"data" not in batch or key not in batch:
+        raise ValueError(f"{member} has no {key!r} and b'data' entries; not a CIFAR batch")
+    rows = np.asarray(batch[b"data"], np.uint8)
+    if rows.ndim != 2 or rows.shape[1] != _PIXELS:
+        raise ValueError(f"{member}: data has shape {rows.shape}; expected [N, {_PIXELS}]")
+    return _images(rows), np.asarray(batch[key], np.int64)
+
+
+def _read_binary(tar: tarfile.TarFile, member: str, base: str):
+    prefix, label_at = _BINARY_LABEL[base]
+    raw = np.frombuffer(tar.extractfile(member).read(), np.uint8)
+    size = prefix + _PIXELS
+    if raw.size % size:
+        raise ValueError(f"{member} has {raw.size} bytes, not a multiple of the {size}-byte "
+                         "CIFAR record")
+    records = raw.reshape(-1, size)
+    return _images(records[:, prefix:]), records[:, label_at].astype(np.int64)
+
+
+def read_tarball(path: str, name: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{'train': (images uint8 [N, 32, 32, 3], labels int64 [N]), 'test': (...)} of a CIFAR
+    tarball of either version, in the tarball's order."""
+    base = family(name)
+    num_classes = NAMES[f"{base}_lt"][1]
+    try:
+        tar = tarfile.open(path, "r:*")
+    except (tarfile.TarError, OSError) as err:
+        raise ValueError(f"{path} is not a readable tarball ({err})") from None
+    with tar:
+        present = set(tar.getnames())
+        for members, reader in ((_PYTHON_MEMBERS[base], _read_python),
+                                (_BINARY_MEMBERS[base], _read_binary)):
+            wanted = [m for split in members.values() for m in split]
+            if all(m in present for m in wanted):
+                break
+        else:
+            raise ValueError(
+                f"{path} is not a {base} tarball: it has neither "
+                f"{_PYTHON_MEMBERS[base]['train'][0]!r} nor {_BINARY_MEMBERS[base]['train'][0]!r}"
+                f" (expected {TARBALLS[base][0]} or {TARBALLS[base][1]})")
+        result = {}
+        for split, names in members.items():
+            parts = [reader(tar, member, base) for member in names]
+            images = np.concatenate([p[0] for p in parts])
+            labels = np.concatenate([p[1] for p in parts])
+            if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+                raise ValueError(f"{path}: {split} labels outside [0, {num_classes})")
+            result[split] = (images, labels)
+    return result
+
+
+# -- preparing --------------------------------------------------------------------------------
+
+def find_tarball(name: str, data_dir: str | None = None) -> str | None:
+    """The first tarball of `name` found in the usual places: `<data_dir>/downloads/manual/`,
+    `<data_dir>/`, TFDS's manual folder (~/tensorflow_datasets/downloads/manual) and the current
+    folder."""
+    base = family(name)
+    folders = [os.path.join(data_dir or default_data_dir(), "downloads", "manual"),
+               data_dir or default_data_dir(),
+               os.path.expanduser("~/tensorflow_datasets/downloads/manual"), os.getcwd()]
+    for folder in folders:
+        for tarball in TARBALLS[base]:
+            path = os.path.join(folder, tarball)
+            if os.path.isfile(path):
+                return path
+    return None
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def prepare(name: str, tarball: str | None = None, data_dir: str | None = None) -> str:
+    """Writes `<data_dir>/<cifar10|cifar100>/` from the official tarball; returns the folder.
+
+    The folder appears whole or not at all (written beside it, then renamed), so a prepare that
+    is interrupted leaves no half-written dataset. Raises FileNotFoundError (no tarball given or
+    found, naming where it looked) or ValueError (not a CIFAR tarball of this kind).
     """
-    if not data_dir:
-        raise FileNotFoundError(
-            f"config.data.data_dir is empty; {tfds_name} must be prepared locally.\n"
-            + _prepare_hint(tfds_name, "<data_dir>"))
-    root = os.path.join(os.path.expanduser(data_dir), tfds_name)
-    versions = sorted(
-        v for v in (os.listdir(root) if os.path.isdir(root) else [])
-        if os.path.isfile(os.path.join(root, v, "dataset_info.json")))
-    if not versions:
-        raise FileNotFoundError(f"No prepared {tfds_name} under {root} (looked for "
-                                f"<version>/dataset_info.json).\n"
-                                + _prepare_hint(tfds_name, data_dir))
-    folder = os.path.join(root, versions[-1])
-    if not any(".array_record" in f for f in os.listdir(folder)):
-        raise FileNotFoundError(f"{folder} holds no array_record files (was it built with the "
-                                "default tfrecord format?); grain needs random access.\n"
-                                + _prepare_hint(tfds_name, data_dir))
+    base = family(name)
+    data_dir = os.path.expanduser(data_dir or default_data_dir())
+    if tarball is None:
+        tarball = find_tarball(base, data_dir)
+        if tarball is None:
+            raise FileNotFoundError(
+                f"no {TARBALLS[base][0]} or {TARBALLS[base][1]} in {data_dir}/downloads/manual, "
+                f"{data_dir}, ~/tensorflow_datasets/downloads/manual or the current folder; "
+                f"download it from {URL}{TARBALLS[base][0]} and pass --tarball=<path>")
+    if not os.path.isfile(tarball):
+        raise FileNotFoundError(f"--tarball={tarball!r} is not a file")
+    splits_read = read_tarball(tarball, base)
+    folder = os.path.join(data_dir, base)
+    staging = f"{folder}.preparing-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    os.makedirs(staging)
+    try:
+        counts = {}
+        for split, (images, labels) in splits_read.items():
+            np.save(os.path.join(staging, f"{split}_images.npy"), images)
+            np.save(os.path.join(staging, f"{split}_labels.npy"), labels)
+            counts[split] = int(labels.size)
+        info = {"dataset": base, "tarball": os.path.basename(tarball),
+                "sha256": _sha256(tarball), "counts": counts,
+                "order": "the tarball's (torchvision's CIFAR order)"}
+        with open(os.path.join(staging, "info.json"), "w") as f:
+            json.dump(info, f, indent=2)
+        if os.path.isdir(folder):
+            shutil.rmtree(folder)
+        os.replace(staging, folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     return folder
 
 
-class _Records:
-    """Maps a TFDS record to ltx's `{'image', 'label'}` record (drops 'id', 'coarse_label')."""
+def require_prepared(name: str, data_dir: str | None) -> str:
+    """The prepared folder of `name` under `data_dir` (default: `default_data_dir()`), or
+    FileNotFoundError at once with the command that prepares it."""
+    base = family(name)
+    root = os.path.expanduser(data_dir) if data_dir else default_data_dir()
+    folder = os.path.join(root, base)
+    missing = [f for f in FILES if not os.path.isfile(os.path.join(folder, f))]
+    if missing:
+        where = ("config.data.data_dir is empty, so ltx looked in the default data directory "
+                 f"{root} (${DATA_DIR_ENV} or ~/ltx_data)" if not data_dir else
+                 f"config.data.data_dir={data_dir!r}")
+        raise FileNotFoundError(
+            f"{base} is not prepared: {folder} lacks {', '.join(missing)}; {where}. Prepare it "
+            f"once (offline, from the official tarball):\n  {prepare_command(base, data_dir)}")
+    return folder
 
-    def __init__(self, source):
-        self._source = source
 
-    def __len__(self):
-        return len(self._source)
-
-    def __getitem__(self, index):
-        record = self._source[index]
-        return {"image": np.asarray(record["image"], np.uint8),
-                "label": np.int64(record["label"])}
-
-
-def _labels_of(source) -> np.ndarray:
-    # One pass over the records; the labels decide which images the long-tailed subset keeps.
-    return np.fromiter((source[i]["label"] for i in range(len(source))), dtype=np.int64,
-                       count=len(source))
+def load_prepared(name: str, data_dir: str | None
+                  ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{'train': (images, labels), 'test': (...)} of a prepared CIFAR folder."""
+    folder = require_prepared(name, data_dir)
+    result = {}
+    for split in ("train", "test"):
+        try:
+            images = np.load(os.path.join(folder, f"{split}_images.npy"))
+            labels = np.load(os.path.join(folder, f"{split}_labels.npy"))
+        except (OSError, ValueError) as err:
+            raise ValueError(f"{folder} is damaged ({err}); prepare it again:\n  "
+                             f"{prepare_command(name, data_dir)}") from None
+        result[split] = (images, labels)
+    return result
 
 
 def cifar_lt(
@@ -93,30 +269,26 @@ def cifar_lt(
     profile: str = "exp",
     subset_seed: int = 0,
 ) -> splits.Dataset:
-    """Builds CIFAR-10-LT or CIFAR-100-LT from prepared TFDS files.
+    """Builds CIFAR-10-LT or CIFAR-100-LT from the prepared folder.
 
     Args:
       name: 'cifar10_lt' or 'cifar100_lt'.
-      data_dir: TFDS data_dir holding the prepared `cifar10/` or `cifar100/` folder.
+      data_dir: the data directory holding `cifar10/` or `cifar100/`; empty or None for
+        `default_data_dir()`.
       imbalance_ratio: 100, 50, 10, ... (the references' imb_factor is its inverse).
       profile: 'exp' (the papers' default) or 'step'.
       subset_seed: the reference's `rand_number` (0).
     """
-    import tensorflow_datasets as tfds  # Local import: keeps `import ltx` light.
-
-    if name not in _TFDS_NAMES:
-        raise ValueError(f"name={name!r}; expected one of {sorted(_TFDS_NAMES)}")
-    tfds_name, num_classes = _TFDS_NAMES[name]
-    require_prepared(tfds_name, data_dir)
-    train_source = _Records(tfds.data_source(tfds_name, split="train", data_dir=data_dir,
-                                             download=False))
-    test_source = _Records(tfds.data_source(tfds_name, split="test", data_dir=data_dir,
-                                            download=False))
-    train_labels = _labels_of(train_source)
-    test_labels = _labels_of(test_source)
-    max_per_class = len(train_source) // num_classes
+    if name not in NAMES:
+        raise ValueError(f"name={name!r}; expected one of {sorted(NAMES)}")
+    num_classes = NAMES[name][1]
+    data = load_prepared(name, data_dir)
+    (train_images, train_labels), (test_images, test_labels) = data["train"], data["test"]
+    max_per_class = len(train_labels) // num_classes
     counts = long_tail.long_tail_counts(max_per_class, num_classes, imbalance_ratio, profile)
     train_idx = long_tail.long_tail_indices(train_labels, counts, seed=subset_seed)
+    train_source = splits.ArraySource(train_images, train_labels)
+    test_source = splits.ArraySource(test_images, test_labels)
     return splits.Dataset(
         name=name,
         num_classes=num_classes,
@@ -124,7 +296,37 @@ def cifar_lt(
         mean=augment.CIFAR_MEAN,
         std=augment.CIFAR_STD,
         train=splits.Split(train_source, train_idx, train_labels[train_idx]),
-        test=splits.Split(test_source, np.arange(len(test_source)), test_labels),
+        test=splits.Split(test_source, np.arange(len(test_labels)), test_labels),
         val=None,
         class_counts=splits.counts_from_labels(train_labels[train_idx], num_classes),
     )
+
+
+def write_tarball(path: str, name: str, data: dict[str, tuple[np.ndarray, np.ndarray]], *,
+                  binary: bool = False) -> None:
+    """Writes `data` ({'train': (images [N, 32, 32, 3], labels [N]), 'test': ...}) as a tarball
+    in the official layout and byte format of either version: what `read_tarball` reads. For
+    tests and for making a small CIFAR-format dataset; CIFAR-10's train split is cut into the 5
+    data batches."""
+    base = family(name)
+    members = (_BINARY_MEMBERS if binary else _PYTHON_MEMBERS)[base]
+    with tarfile.open(path, "w:gz") as tar:
+        for split, names in members.items():
+            images, labels = data[split]
+            rows = np.asarray(images, np.uint8).transpose(0, 3, 1, 2).reshape(len(images), -1)
+            for member, part in zip(names, np.array_split(np.arange(len(labels)), len(names))):
+                if binary:
+                    prefix, label_at = _BINARY_LABEL[base]
+                    records = np.zeros((len(part), prefix + _PIXELS), np.uint8)
+                    records[:, label_at] = labels[part]
+                    records[:, prefix:] = rows[part]
+                    payload = records.tobytes()
+                else:
+                    key = b"labels" if base == "cifar10" else b"fine_labels"
+                    batch = {b"data": rows[part], key: [int(x) for x in labels[part]]}
+                    if base == "cifar100":
+                        batch[b"coarse_labels"] = [0] * len(part)
+                    payload = pickle.dumps(batch, protocol=4)
+                info = tarfile.TarInfo(member)
+                info.size = len(payload)
+                tar.addfile(info, io.BytesIO(payload))
