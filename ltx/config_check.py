@@ -19,6 +19,7 @@ A multi-stage config is checked stage by stage (`config.stages.<name>` merged in
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import numbers
 import os
@@ -150,6 +151,10 @@ def _static_problems(config) -> list[str]:
     for key in ("tensorboard", "distributed", "eval.posthoc_test_prior", "checkpoint.async_save",
                 "data.augment.flip"):
         c.boolean(key)
+
+    if c.get("tensorboard") is True and importlib.util.find_spec("tensorboardX") is None:
+        c.found.append("config.tensorboard=True needs tensorboardX, which is not installed: "
+                       "pip install -e '.[tensorboard]'")
 
     # data
     name = c.choice("data.name", datasets.NAMES)

@@ -74,28 +74,25 @@ def _drop_records_after(path: str, step: int) -> None:
 
 
 class TensorBoardWriter:
-    """TensorBoard event files through tf.summary (needs the `tf` extra)."""
+    """TensorBoard event files through tensorboardX (the `tensorboard` extra; no TensorFlow)."""
 
     def __init__(self, logdir: str):
         try:
-            import tensorflow as tf  # Optional dependency.
+            from tensorboardX import SummaryWriter  # Optional dependency.
         except ImportError as err:
-            raise ImportError("config.tensorboard=True needs TensorFlow: pip install -e "
-                              "'.[tf]'") from err
-        tf.config.set_visible_devices([], "GPU")  # Keep TF off the accelerators JAX uses.
-        self._tf = tf
-        self._writer = tf.summary.create_file_writer(logdir)
+            raise ImportError("config.tensorboard=True needs tensorboardX: pip install -e "
+                              "'.[tensorboard]'") from err
+        self._writer = SummaryWriter(logdir)
 
     def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
-        with self._writer.as_default():
-            for key, value in scalars.items():
-                value = np.asarray(value)
-                if value.size == 1:
-                    self._tf.summary.scalar(key, value.item(), step=int(step))
+        for key, value in scalars.items():
+            value = np.asarray(value)
+            if value.size == 1:
+                self._writer.add_scalar(key, float(value.item()), global_step=int(step))
 
     def write_hparams(self, hparams: Mapping[str, Any]) -> None:
-        with self._writer.as_default():
-            self._tf.summary.text("hparams", json.dumps(hparams, default=str, indent=1), step=0)
+        self._writer.add_text("hparams", json.dumps(hparams, default=str, indent=1),
+                              global_step=0)
 
     def flush(self) -> None:
         self._writer.flush()

@@ -48,6 +48,27 @@ class TrainState:
     opt_state: Any
 
 
+# Distributions that give JAX an accelerator backend.
+ACCELERATOR_PLUGINS = ("jax-cuda12-plugin", "jax-cuda13-plugin", "jax-rocm60-plugin",
+                       "jax-rocm7-plugin", "libtpu")
+
+
+def accelerator_warning(installed=None, backend: str | None = None) -> str | None:
+    """A warning when an accelerator plugin is installed but JAX runs on CPU (a driver or
+    library mismatch makes JAX fall back silently); None otherwise. `installed` (names of
+    installed distributions) and `backend` default to this environment's."""
+    if installed is None:
+        from importlib import metadata
+        installed = {(d.metadata["Name"] or "").lower() for d in metadata.distributions()}
+    found = sorted(set(ACCELERATOR_PLUGINS) & {name.lower() for name in installed})
+    backend = jax.default_backend() if backend is None else backend
+    if not found or backend != "cpu":
+        return None
+    return (f"{', '.join(found)} is installed but JAX runs on CPU, so the accelerator is "
+            "unused; `python -c \"import jax; print(jax.devices())\"` shows JAX's reason "
+            "(often a driver or CUDA version mismatch)")
+
+
 def make_mesh(devices=None) -> jax.sharding.Mesh:
     """A one-axis ('data',) mesh over `devices` (default: every device of every process)."""
     devices = jax.devices() if devices is None else list(devices)
@@ -489,6 +510,9 @@ class Run:
                 resume_step=start_step)
             if is_main and start_step == 0:
                 print(self.describe(), flush=True)
+            warning = accelerator_warning()
+            if is_main and warning:
+                print(f"Warning: {warning}", flush=True)
             progress = metric_writers.ProgressLine(self.total_steps, cfg.batch_size,
                                                    enabled=is_main)
             progress.start(start_step)

@@ -284,3 +284,17 @@ def test_a_padded_masked_batch_trains_as_the_smaller_batch_alone():
     unmasked = jax.device_get(unmasked)
     stem_var = lambda s: np.asarray(s.batch_stats["stem"]["bn"]["var"])  # noqa: E731
     assert np.abs(stem_var(unmasked) - stem_var(alone)).max() > 1e-2
+
+
+@pytest.mark.parametrize("installed, backend, warns", [
+    (["jax-cuda12-plugin", "numpy"], "cpu", True),
+    (["libtpu"], "cpu", True),
+    (["jax-cuda12-plugin"], "gpu", False),
+    (["numpy", "jax"], "cpu", False),
+])
+def test_an_installed_accelerator_that_jax_does_not_use_is_warned_about(installed, backend,
+                                                                         warns):
+    warning = trainer.accelerator_warning(installed, backend)
+    assert (warning is not None) == warns
+    if warns:
+        assert installed[0] in warning and "runs on CPU" in warning
