@@ -5,6 +5,7 @@
     ltx-stats --config=configs/digits_lt_balpoe.py | --workdir=runs/digits_lt_balpoe [--xla]
     ltx-import --config=... --checkpoint=model.pth --workdir=runs/imported [--stage=...]
     ltx-prepare cifar100 [--tarball=cifar-100-python.tar.gz] [--data_dir=~/ltx_data]
+    ltx-prepare folders /data/my_set [--list_dir=...]   # <root>/{train,val,test}/<class>/<image>
     python -m ltx.cli eval --workdir=...        # any tool without the console scripts
 
 (`ltx-train` is `ltx.train`.) Each tool defines its flags here and imports its module (and JAX)
@@ -271,6 +272,8 @@ def prepare(argv=None) -> None:
         flags.DEFINE_string("data_dir", None, "Where to write <dataset>/ (default: "
                             "$LTX_DATA_DIR, else ~/ltx_data: what the configs read when "
                             "config.data.data_dir is empty).")
+        flags.DEFINE_string("list_dir", None, "folders: where to write the list files "
+                            "(default: the root).")
         key_flags(__name__)
 
     def main(argv):
@@ -278,9 +281,12 @@ def prepare(argv=None) -> None:
 
         from ltx.data import cifar
         names = argv[1:]
+        if names[:1] == ["folders"]:
+            return _prepare_folders(names[1:])
         if len(names) != 1 or names[0].removesuffix("_lt") not in cifar.TARBALLS:
-            raise ValueError(f"expected one dataset, {' or '.join(sorted(cifar.TARBALLS))}; got "
-                             f"{names}: ltx-prepare cifar100 --tarball=cifar-100-python.tar.gz")
+            raise ValueError(f"expected one dataset, {' or '.join(sorted(cifar.TARBALLS))}, or "
+                             f"'folders <root>'; got {names}: ltx-prepare cifar100 "
+                             "--tarball=cifar-100-python.tar.gz")
         f = flags.FLAGS
         folder = cifar.prepare(names[0], tarball=f.tarball, data_dir=f.data_dir)
         with open(os.path.join(folder, "info.json")) as info_file:
@@ -289,6 +295,27 @@ def prepare(argv=None) -> None:
               f"{info['counts']['train']} train and {info['counts']['test']} test images.")
 
     run("ltx-prepare", main, argv)
+
+
+def _prepare_folders(args) -> None:
+    """`ltx-prepare folders <root> [--list_dir=<dir>]`: the list files of a folder-per-class
+    tree (`ltx.data.image_lists.write_folder_lists`)."""
+    from absl import flags
+
+    from ltx.data import image_lists
+    if len(args) != 1:
+        raise ValueError(f"expected one folder: ltx-prepare folders <root>; got {args}")
+    out = flags.FLAGS.list_dir
+    result = image_lists.write_folder_lists(args[0], out)
+    counts = result["counts"]
+    train = counts["train"]
+    print(f"{len(result['classes'])} classes; train {int(train.sum())} images (largest class "
+          f"{int(train.max())}, smallest {int(train.min())})"
+          + "".join(f", {split} {int(counts[split].sum())}" for split in ("val", "test")
+                    if split in counts)
+          + f". Wrote {', '.join(sorted(result['lists'].values()))} and "
+          f"{image_lists.CLASSES_FILE}; train with --config=configs/custom_lt.py:root={args[0]}"
+          + (f" --config.data.list_dir={out}" if out else ""))
 
 
 TOOLS = {"eval": evaluate, "predict": predict, "stats": stats, "import": import_checkpoint,

@@ -181,7 +181,12 @@ def _static_problems(config) -> list[str]:
         c.existing_path("data.root", directory=True, what="a folder")
         c.existing_path("data.list_dir", directory=True, what="a folder")
         if name == "list_files":
-            c.number("data.num_classes", integer=True, low=2)
+            classes = c.get("data.num_classes")
+            if classes != 0:  # 0: from classes.txt or the training list.
+                c.number("data.num_classes", integer=True, low=2)
+            c.number("data.imbalance_ratio", low=1)
+            c.choice("data.profile", long_tail.PROFILES)
+            c.number("data.subset_seed", integer=True)
         if kind == "imagenet":
             c.number("data.augment.crop_size", integer=True, low=1)
             c.number("data.augment.eval_resize", integer=True, low=1)
@@ -278,7 +283,10 @@ def _built_problems(config) -> list[str]:
     from ltx.data import datasets
 
     found = []
-    num_classes, _ = datasets.spec(config.data)
+    try:
+        num_classes, _ = datasets.spec(config.data)
+    except (OSError, ValueError) as err:
+        return [f"config.data ({config.data.name!r}): {_message(err)}"]
     counts = stand_in_counts(num_classes, config.data.get("imbalance_ratio", 10.0))
     method = None
     try:

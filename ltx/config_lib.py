@@ -134,7 +134,12 @@ def add_list_file_data(c: ml_collections.ConfigDict, name: str, *,
     c.data.test_list = ""
     c.data.check_files = False  # Stat every listed image when the dataset is built.
     if name == "list_files":  # Any dataset in this layout; the others have a known size.
-        c.data.num_classes = 0
+        c.data.num_classes = 0  # 0: the lines of <list_dir>/classes.txt, else max label + 1.
+        # A ratio > 1 takes the CIFAR-LT subset of the training list (a balanced set made
+        # long-tailed); 1 trains on the list as it is.
+        c.data.imbalance_ratio = 1.0
+        c.data.profile = "exp"
+        c.data.subset_seed = 0
     c.data.augment.kind = "imagenet"
     c.data.augment.crop_size = 224  # Also the eval crop.
     c.data.augment.eval_resize = 256  # Shorter side before the eval centre crop.
@@ -328,6 +333,44 @@ def large_scale_config(*, dataset: str, arch: str, mixup_alpha: float, root: str
     c.eval.batch_size = 512
     c.checkpoint.every_epochs = max(c.num_epochs // 10, 1)
     c.log_every_steps = 100
+    return c
+
+
+# Trunks of `custom_config`: the CIFAR ResNet-32 for small images, the ImageNet ones otherwise.
+CUSTOM_ARCHES = ("resnet32", "resnet10", "resnet50", "resnet152", "resnext50_32x4d")
+
+
+def custom_config(*, root: str, arch: str, num_epochs: int, imbalance_ratio: float,
+                  crop_size: int | None = None, mixup_alpha: float = 0.0
+                  ) -> ml_collections.ConfigDict:
+    """Any dataset given as list files or a folder-per-class tree (`data.name='list_files'`;
+    `ltx-prepare folders <root>` writes the lists), with a generic recipe that no paper fixes:
+    SGD lr 0.1 for batch 128 (Nesterov, momentum 0.9, weight decay 5e-4), 5 warm-up epochs then
+    cosine, random resized crops + flips. `arch='resnet32'` takes 32x32 crops (eval: resize 36,
+    centre crop 32), the ImageNet trunks 224 (256); `imbalance_ratio` > 1 trains on the
+    long-tailed subset of the training list. The method is the config's (`c.method = ...`)."""
+    if arch not in CUSTOM_ARCHES:
+        raise ValueError(f"arch={arch!r}; expected one of {CUSTOM_ARCHES}")
+    c = add_list_file_data(base_config(), "list_files", root=root)
+    small = arch == "resnet32"
+    if small:
+        add_cifar_resnet(c)
+        c.model.num_shared_stages = 1
+    else:
+        add_imagenet_resnet(c, arch)
+        c.model.num_shared_stages = 2
+    crop = int(crop_size or (32 if small else 224))
+    c.data.augment.crop_size = crop
+    c.data.augment.eval_resize = int(round(crop * 8 / 7))  # 256 for 224, as ImageNet's.
+    c.data.imbalance_ratio = float(imbalance_ratio)
+    c.data.num_workers = min(8, os.cpu_count() or 1)
+    c.mixup_alpha = mixup_alpha
+    c.num_epochs = num_epochs
+    sgd_recipe(c, lr=0.1, batch_size=128, weight_decay=5e-4, schedule="cosine",
+               warmup_epochs=min(5, max(num_epochs // 10, 0)))
+    c.eval.every_epochs = max(num_epochs // 10, 1)
+    c.checkpoint.every_epochs = max(num_epochs // 10, 1)
+    c.log_every_steps = 20
     return c
 
 

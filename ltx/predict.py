@@ -32,9 +32,7 @@ import numpy as np
 
 from ltx import workdirs
 from ltx.data import augment
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm",
-                    ".ppm")
+from ltx.data.image_lists import IMAGE_EXTENSIONS
 PRIOR_TOLERANCE = 1e-3
 
 
@@ -66,7 +64,8 @@ def image_files(path: str) -> list[str]:
     files = sorted(os.path.join(path, name) for name in os.listdir(path)
                    if name.lower().endswith(IMAGE_EXTENSIONS))
     if not files:
-        raise FileNotFoundError(f"folder {path!r} holds no image files ({', '.join(IMAGE_EXTENSIONS)})")
+        raise FileNotFoundError(f"folder {path!r} holds no image files "
+                                f"({', '.join(IMAGE_EXTENSIONS)})")
     return files
 
 

@@ -27,7 +27,13 @@ def spec(data) -> tuple[int, tuple[int, int, int]]:
         if isinstance(data, str):
             raise ValueError("the 'list_files' dataset's spec needs config.data (num_classes)")
         size = int(data.augment.crop_size)
-        return int(data.num_classes), (size, size, 3)
+        num_classes = int(data.num_classes)
+        if num_classes == 0:  # From classes.txt or the training list.
+            list_dir = data.list_dir or data.root
+            train_list = image_lists.resolve_list(list_dir, data.train_list,
+                                                  image_lists.DEFAULT_LISTS[name][0])
+            num_classes = image_lists.infer_num_classes(list_dir, train_list)
+        return num_classes, (size, size, 3)
     if name not in SPECS:
         raise ValueError(f"config.data.name={name!r}; expected one of {sorted(NAMES)}")
     return SPECS[name]
@@ -57,5 +63,7 @@ def build(data_config) -> splits.Dataset:
             list_dir=data_config.list_dir, train_list=data_config.train_list,
             val_list=data_config.val_list, test_list=data_config.test_list,
             crop_size=aug.crop_size, eval_resize=aug.eval_resize,
-            check_files=data_config.check_files)
+            check_files=data_config.check_files,
+            **({"imbalance_ratio": data_config.imbalance_ratio, "profile": data_config.profile,
+                "subset_seed": data_config.subset_seed} if name == "list_files" else {}))
     raise ValueError(f"config.data.name={name!r}; expected one of {NAMES}")

@@ -29,7 +29,7 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image
 
-from ltx.data import augment, augment_imagenet, splits
+from ltx.data import augment, augment_imagenet, long_tail, splits
 
 # Reference list-file names: (train, val, test). iNaturalist 2018 has no separate validation
 # list; the references test on iNaturalist18_val.txt. The Places-LT names are OLTR's, which
@@ -38,8 +38,8 @@ DEFAULT_LISTS = {
     "imagenet_lt": ("ImageNet_LT_train.txt", "ImageNet_LT_val.txt", "ImageNet_LT_test.txt"),
     "inaturalist2018": ("iNaturalist18_train.txt", None, "iNaturalist18_val.txt"),
     "places_lt": ("Places_LT_train.txt", "Places_LT_val.txt", "Places_LT_test.txt"),
-    # Any dataset of this layout, with `data.num_classes` classes.
-    "list_files": ("train.txt", None, "test.txt"),
+    # Any dataset of this layout (`ltx-prepare folders` writes it); val.txt is used if it exists.
+    "list_files": ("train.txt", "val.txt", "test.txt"),
 }
 
 NORMALIZATION = {
@@ -93,6 +93,96 @@ def parse_list(list_path: str, num_classes: int) -> tuple[list[str], np.ndarray,
     if not paths:
         raise ValueError(f"list file {list_path} has no entries ({_FORMAT})")
     return paths, np.asarray(labels, np.int64), np.asarray(lines, np.int64)
+
+
+# -- folder-per-class trees -------------------------------------------------------------------
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
+                    ".pgm")
+FOLDER_SPLITS = ("train", "val", "test")
+CLASSES_FILE = "classes.txt"
+
+
+def write_folder_lists(root: str, out_dir: str | None = None) -> dict[str, Any]:
+    """Writes the list files of a folder-per-class tree, for the 'list_files' dataset.
+
+    Layout read (`val/` is optional; a class may be missing from val/ or test/):
+
+        <root>/train/<class name>/<image>    <root>/val/<class name>/<image>
+        <root>/test/<class name>/<image>
+
+    Classes are the folders of `train/`, sorted by name; class i's name is line i + 1 of
+    `classes.txt`. Writes `train.txt`, `test.txt` (and `val.txt`) with lines
+    "<split>/<class>/<image> <label>" sorted by path, into `out_dir` (default: `root`), each
+    whole or not at all. Returns {'classes': [...], 'counts': {split: int [C]}, 'lists': {split:
+    path}}. Raises FileNotFoundError / ValueError naming the folder at fault.
+    """
+    root = os.path.abspath(os.path.expanduser(root))
+    out_dir = os.path.abspath(os.path.expanduser(out_dir or root))
+    train_dir = os.path.join(root, "train")
+    if not os.path.isdir(train_dir):
+        raise FileNotFoundError(f"{train_dir} does not exist; expected {root}/train/<class>/"
+                                "<image> (and test/, optionally val/, alike)")
+    classes = sorted(d for d in os.listdir(train_dir)
+                     if os.path.isdir(os.path.join(train_dir, d)))
+    if len(classes) < 2:
+        raise ValueError(f"{train_dir} has {len(classes)} class folder(s); expected >= 2")
+    label_of = {name: i for i, name in enumerate(classes)}
+    entries: dict[str, list[tuple[str, int]]] = {}
+    for split in FOLDER_SPLITS:
+        split_dir = os.path.join(root, split)
+        if not os.path.isdir(split_dir):
+            if split != "val":
+                raise FileNotFoundError(f"{split_dir} does not exist; the {split} split is "
+                                        "required")
+            continue
+        found = []
+        for name in sorted(os.listdir(split_dir)):
+            folder = os.path.join(split_dir, name)
+            if not os.path.isdir(folder):
+                continue
+            if name not in label_of:
+                raise ValueError(f"{folder} is a class that train/ does not have; expected "
+                                 f"one of the {len(classes)} classes of {train_dir}")
+            images = sorted(f for f in os.listdir(folder)
+                            if f.lower().endswith(IMAGE_EXTENSIONS))
+            if split == "train" and not images:
+                raise ValueError(f"{folder} holds no image ({', '.join(IMAGE_EXTENSIONS)})")
+            found += [(f"{split}/{name}/{image}", label_of[name]) for image in images]
+        if not found:
+            raise ValueError(f"{split_dir} holds no images in class folders")
+        entries[split] = found
+    os.makedirs(out_dir, exist_ok=True)
+    lists = {}
+    for split, found in entries.items():
+        lists[split] = os.path.join(out_dir, f"{split}.txt")
+        _write_whole(lists[split], "".join(f"{path} {label}\n" for path, label in found))
+    _write_whole(os.path.join(out_dir, CLASSES_FILE), "".join(f"{c}\n" for c in classes))
+    counts = {split: np.bincount([label for _, label in found], minlength=len(classes))
+              for split, found in entries.items()}
+    return {"classes": classes, "counts": counts, "lists": lists}
+
+
+def _write_whole(path: str, text: str) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def infer_num_classes(list_dir: str, train_list: str) -> int:
+    """C of a 'list_files' dataset whose config leaves `data.num_classes` at 0: the lines of
+    `<list_dir>/classes.txt` if it exists, else the largest label of the training list + 1."""
+    classes = os.path.join(list_dir, CLASSES_FILE)
+    if os.path.isfile(classes):
+        with open(classes, encoding="utf-8") as f:
+            return sum(1 for line in f if line.strip())
+    if not os.path.isfile(train_list):
+        raise FileNotFoundError(
+            f"config.data.num_classes=0 (from the data) but neither {classes} nor the training "
+            f"list {train_list} exists; set config.data.num_classes or config.data.list_dir")
+    _, labels, _ = parse_list(train_list, np.iinfo(np.int64).max)
+    return int(labels.max()) + 1
 
 
 def decode_image(path: str) -> np.ndarray:
@@ -154,7 +244,9 @@ def load_split(list_path: str, root: str, num_classes: int, *,
     return splits.Split(source, np.arange(len(source)), source.labels)
 
 
-def _resolve(list_dir: str, given: str, default: str | None) -> str | None:
+def resolve_list(list_dir: str, given: str, default: str | None) -> str | None:
+    """The path of a split's list: `given` (absolute, or relative to `list_dir`), else
+    `default`; None for 'none'."""
     name = given or default
     if name is None or name.lower() == "none":
         return None
@@ -164,13 +256,14 @@ def _resolve(list_dir: str, given: str, default: str | None) -> str | None:
 def image_list_dataset(name: str, *, num_classes: int, root: str, list_dir: str = "",
                        train_list: str = "", val_list: str = "", test_list: str = "",
                        crop_size: int = 224, eval_resize: int = 256,
-                       check_files: bool = False) -> splits.Dataset:
+                       check_files: bool = False, imbalance_ratio: float = 1.0,
+                       profile: str = "exp", subset_seed: int = 0) -> splits.Dataset:
     """ImageNet-LT, iNaturalist 2018, Places-LT or any other dataset ('list_files') from list
     files.
 
     Args:
-      name: a key of `DEFAULT_LISTS` ('list_files': `train.txt`, `test.txt` and no val list by
-        default, ImageNet's normalisation).
+      name: a key of `DEFAULT_LISTS` ('list_files': `train.txt`, `test.txt` and `val.txt` if
+        it exists, ImageNet's normalisation).
       num_classes: C; every label must lie in [0, C).
       root: image root the list paths are relative to.
       list_dir: folder of the list files ('' = `root`).
@@ -180,6 +273,10 @@ def image_list_dataset(name: str, *, num_classes: int, root: str, list_dir: str 
       crop_size: side of the model input (the train and eval crops).
       eval_resize: shorter side before the eval centre crop (256 for 224 crops).
       check_files: stat every image at build time.
+      imbalance_ratio, profile, subset_seed: with a ratio > 1, the training split is the
+        long-tailed subset of the training list that CIFAR-LT takes of CIFAR
+        (`long_tail.long_tail_counts` from the smallest class's count, then
+        `long_tail.long_tail_indices`): how to make a long-tailed version of a balanced set.
 
     Returns:
       The dataset; class counts come from the training list, and `eval_transform` is
@@ -195,12 +292,21 @@ def image_list_dataset(name: str, *, num_classes: int, root: str, list_dir: str 
     for split_name, given, default in zip(("train", "val", "test"),
                                           (train_list, val_list, test_list),
                                           DEFAULT_LISTS[name]):
-        path = _resolve(list_dir, given, default)
+        path = resolve_list(list_dir, given, default)
+        if (name == "list_files" and split_name == "val" and not given and path is not None
+                and not os.path.isfile(path)):
+            path = None  # The optional val.txt of a custom dataset.
         if path is None and split_name != "val":
             raise ValueError(f"{name} needs a {split_name} list; got {given!r}")
         loaded.append(None if path is None else
                       load_split(path, root, num_classes, check_files=check_files))
     train, val, test = loaded
+    if imbalance_ratio > 1:
+        present = np.bincount(train.labels, minlength=num_classes)
+        counts = long_tail.long_tail_counts(int(present.min()), num_classes, imbalance_ratio,
+                                            profile)
+        keep = long_tail.long_tail_indices(train.labels, counts, seed=subset_seed)
+        train = splits.Split(train.source, train.indices[keep], train.labels[keep])
     mean, std = NORMALIZATION[name]
     return splits.Dataset(
         name=name,
