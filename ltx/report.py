@@ -75,8 +75,9 @@ def shifted_test_sets(labels: np.ndarray, num_classes: int, *,
 
 
 # The test-agnostic list files shipped with SADE/BalPoE (docs/shared.md).
+# A custom dataset ('list_files') may bring its own: test_forward50.txt, test_uniform.txt, ...
 _SHIFTED_LIST_PREFIX = {"imagenet_lt": "ImageNet_LT", "inaturalist2018": "iNaturalist18",
-                        "places_lt": "Places_LT"}
+                        "places_lt": "Places_LT", "list_files": "test"}
 _SHIFTED_LIST = re.compile(r"^(?P<prefix>.+)_(?P<kind>forward|backward)(?P<factor>\d+)\.txt$")
 
 
@@ -85,7 +86,9 @@ def shifted_test_lists(data_config) -> dict[str, str]:
 
     For ImageNet-LT, iNaturalist 2018 and Places-LT the references evaluate on list files
     (`ImageNet_LT_forward50.txt`, `iNaturalist18_backward3.txt`, `..._uniform.txt`) found in
-    `data.list_dir` (or `data.root`); other datasets, or a folder without them, give {}.
+    `data.list_dir` (or `data.root`); a custom 'list_files' dataset's are `test_forward50.txt`,
+    `test_uniform.txt`, `test_backward50.txt`, .... Other datasets, or a folder without them, give
+    {} (and the report cuts the shifted sets from the test split, `shifted_test_sets`).
     """
     prefix = _SHIFTED_LIST_PREFIX.get(data_config.name)
     folder = data_config.get("list_dir", "") or data_config.get("root", "")

@@ -87,6 +87,21 @@ def test_the_custom_config_trains_and_evaluates(tree, tmp_path):
     # ltx-eval's uniform test numbers are the run's final test numbers.
     assert out["uniform"]["ensemble"]["top1_all"] == pytest.approx(final["top1_all"])
     assert out["uniform"]["ensemble"]["nll"] == pytest.approx(final["nll"], rel=1e-5)
+    assert {"forward-2", "uniform", "backward-2"} <= set(out["distributions"])
+    assert out["meta"]["shifted_test_lists"] is None  # Cut from the test split.
+
+    # Lists of its own, named test_<kind><factor>.txt beside test.txt, are used instead.
+    lines = open(os.path.join(tree, "test.txt")).read().splitlines()
+    forward = [line for line in lines if line.endswith((" 0", " 1"))]
+    try:
+        with open(os.path.join(tree, "test_forward2.txt"), "w") as f:
+            f.write("\n".join(forward) + "\n")
+        out = report.evaluate_workdir(workdir, pictures=False)
+    finally:
+        os.remove(os.path.join(tree, "test_forward2.txt"))
+    assert set(out["distributions"]) == {"forward-2"}
+    assert out["distributions"]["forward-2"]["num_images"] == len(forward) == 6
+    assert out["meta"]["shifted_test_lists"] == tree
 
 
 @pytest.mark.parametrize("damage, message", [
