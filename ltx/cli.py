@@ -135,7 +135,8 @@ def evaluate(argv=None) -> None:
         workdir = _finished_workdir(f.workdir)
         if f.max_per_class < 1:
             raise ValueError(f"--max_per_class={f.max_per_class}; expected >= 1")
-        from ltx import report  # The heavy imports, after the checks.
+        from ltx import compile_cache, report  # The heavy imports, after the checks.
+        compile_cache.enable()
         from ltx.data import shots
         if f.shot_convention is not None and f.shot_convention not in shots.SHOT_CONVENTIONS:
             raise ValueError(f"--shot_convention={f.shot_convention!r}; expected one of "
@@ -179,7 +180,9 @@ def predict(argv=None) -> None:
                 prior = [float(x) for x in f.prior.split(",")]
             except ValueError:
                 raise ValueError(f"--prior={f.prior!r}; expected comma-separated numbers")
-        from ltx import predict as predict_lib, workdirs  # The heavy imports, after the checks.
+        # The heavy imports, after the checks.
+        from ltx import compile_cache, predict as predict_lib, workdirs
+        compile_cache.enable()
         from ltx.data import datasets
         if prior is not None:
             num_classes, _ = datasets.spec(workdirs.load_config(workdir).data)
@@ -250,8 +253,9 @@ def import_checkpoint(argv=None) -> None:
             raise ValueError(f"unexpected arguments {argv[1:]}")
         if not os.path.isfile(f.checkpoint):
             raise FileNotFoundError(f"--checkpoint={f.checkpoint!r} is not a file")
-        from ltx import checkpoint_import, config_check
+        from ltx import checkpoint_import, compile_cache, config_check
         config_check.check(f.config)
+        compile_cache.enable()
         summary = checkpoint_import.import_checkpoint(f.checkpoint, f.config, f.workdir,
                                                       stage=f.stage)
         print(f"Imported {summary['checkpoint']} into {f.workdir}: {summary['summary']}")

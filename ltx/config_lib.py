@@ -21,6 +21,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.mixup_epochs = -1  # Mixup on epochs < mixup_epochs only (ACE); -1: every epoch.
     c.log_every_steps = 50
     c.tensorboard = False
+    # JAX's persistent compilation cache (ltx.compile_cache): '' = $LTX_COMPILE_CACHE, else
+    # ~/.cache/ltx/jax; 'off' disables it.
+    c.compile_cache_dir = ""
     c.distributed = False  # jax.distributed.initialize() for multi-host (or LTX_DISTRIBUTED=1).
 
     c.data = ml_collections.ConfigDict()

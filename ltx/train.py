@@ -30,7 +30,8 @@ def main(argv):
     config_check.check(config, built=False)
     if config.distributed or os.environ.get("LTX_DISTRIBUTED") == "1":
         initialize_distributed()
-    from ltx import stages
+    from ltx import compile_cache, stages
+    compile_cache.enable(config.compile_cache_dir)
     stages.train(config, _WORKDIR.value)
 
 

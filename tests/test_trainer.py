@@ -298,3 +298,35 @@ def test_an_installed_accelerator_that_jax_does_not_use_is_warned_about(installe
     assert (warning is not None) == warns
     if warns:
         assert installed[0] in warning and "runs on CPU" in warning
+
+
+def test_compile_cache_directory_follows_config_then_environment(monkeypatch, tmp_path):
+    from ltx import compile_cache
+    monkeypatch.setenv(compile_cache.ENV, str(tmp_path / "env"))
+    assert compile_cache.directory("") == str(tmp_path / "env")
+    assert compile_cache.directory(str(tmp_path / "cfg")) == str(tmp_path / "cfg")
+    assert compile_cache.directory("off") is None
+    monkeypatch.setenv(compile_cache.ENV, "off")
+    assert compile_cache.directory("") is None
+    monkeypatch.delenv(compile_cache.ENV)
+    assert compile_cache.directory("") == os.path.expanduser(compile_cache.DEFAULT)
+
+
+def test_a_second_identical_run_compiles_nothing_new(tmp_path):
+    """The second launch of the same command finds every program in the persistent cache."""
+    cache = tmp_path / "cache"
+    # Every program is written (none is too quick to keep), so the set of entries is the set of
+    # programs and a second run that compiled anything would add one.
+    env = {**os.environ, "LTX_COMPILE_CACHE": str(cache), "LTX_COMPILE_CACHE_MIN_SECONDS": "0"}
+    config = os.path.join(CONFIG_DIR, "digits_lt_ce.py") + ":tiny=1,epochs=1"
+    for run in ("first", "second"):
+        result = subprocess.run(
+            [sys.executable, "-m", "ltx.train", f"--config={config}",
+             f"--workdir={tmp_path / run}"], capture_output=True, text=True, timeout=600,
+            env=env)
+        assert result.returncode == 0, result.stderr[-3000:]
+        entries = sorted(os.listdir(cache))
+        if run == "first":
+            first = entries
+            assert first, "nothing was cached"
+    assert entries == first
