@@ -6,6 +6,7 @@
     ltx-import --config=... --checkpoint=model.pth --workdir=runs/imported [--stage=...]
     ltx-prepare cifar100 [--tarball=cifar-100-python.tar.gz] [--data_dir=~/ltx_data]
     ltx-prepare folders /data/my_set [--list_dir=...]   # <root>/{train,val,test}/<class>/<image>
+    ltx-sweep --root=runs/grid --configs=configs/digits_lt_ce.py,... --seeds=1,2,3 [--table]
     python -m ltx.cli eval --workdir=...        # any tool without the console scripts
 
 (`ltx-train` is `ltx.train`.) Each tool defines its flags here and imports its module (and JAX)
@@ -322,8 +323,54 @@ def _prepare_folders(args) -> None:
           + (f" --config.data.list_dir={out}" if out else ""))
 
 
+# -- ltx-sweep --------------------------------------------------------------------------------
+
+def sweep(argv=None) -> None:
+    """`ltx-sweep`: a grid of runs and its table (`ltx.sweep`)."""
+    from absl import flags
+    if "parallel" not in flags.FLAGS:
+        flags.DEFINE_string("root", None, "Folder of the sweep's runs and tables.")
+        flags.DEFINE_list("configs", [], "Config files, each optionally with its argument "
+                          "(configs/x.py:mixup=0.4).")
+        flags.DEFINE_list("seeds", ["1"], "Seeds.")
+        flags.DEFINE_multi_string("args", [], "A config-argument axis, key=v1,v2 (repeatable).")
+        flags.DEFINE_multi_string("set", [], "An override axis, dotted.key=v1,v2 "
+                                  "(--config.dotted.key; repeatable).")
+        flags.DEFINE_integer("parallel", 1, "Runs at once.")
+        flags.DEFINE_bool("one_device_each", False, "Give run k of those in flight device k "
+                          "only (hosts with several accelerators).")
+        flags.DEFINE_bool("eval", False, "Also run ltx-eval (shifted test distributions).")
+        flags.DEFINE_bool("table", False, "Only tabulate --root; train nothing.")
+        flags.mark_flag_as_required("root")
+        key_flags(__name__)
+
+    def main(argv):
+        if len(argv) > 1:
+            raise ValueError(f"unexpected arguments {argv[1:]}")
+        from ltx import sweep as sweep_lib  # No JAX: the runs are subprocesses.
+        f = flags.FLAGS
+        failed = []
+        if not f.table:
+            try:
+                seeds = [int(s) for s in f.seeds]
+            except ValueError:
+                raise ValueError(f"--seeds={','.join(f.seeds)}; expected integers") from None
+            runs = sweep_lib.grid(f.configs, seeds, args=f.args, overrides=f.set)
+            status = sweep_lib.run_grid(runs, f.root, parallel=f.parallel, evaluate=f.eval,
+                                        one_device_each=f.one_device_each)
+            failed = [w for w, s in status.items() if s.startswith("failed")]
+        rows = sweep_lib.write_table(f.root)
+        print(sweep_lib.format_markdown(rows))
+        print(f"Wrote {f.root}/table.md, table.csv and table.json ({len(rows)} rows).")
+        if failed:
+            fail("ltx-sweep", f"{len(failed)} run(s) failed: {failed}; their logs are "
+                 "<workdir>.log; rerun the same command to retry them", status=1, hint=False)
+
+    run("ltx-sweep", main, argv)
+
+
 TOOLS = {"eval": evaluate, "predict": predict, "stats": stats, "import": import_checkpoint,
-         "prepare": prepare}
+         "prepare": prepare, "sweep": sweep}
 
 
 def _dispatch() -> None:

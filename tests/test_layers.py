@@ -24,7 +24,7 @@ LAYERS = (
     ("ltx.workdirs",),
     ("ltx.stages",),
     ("ltx.train", "ltx.report", "ltx.predict", "ltx.stats", "ltx.checkpoint_import",
-     "ltx.cli"),
+     "ltx.sweep", "ltx.cli"),
 )
 # Modules of the lowest layer that another one of that layer may import.
 FOUNDATIONS = ("ltx.outputs", "ltx.data", "ltx.models", "ltx.losses", "ltx.metrics")

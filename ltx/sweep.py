@@ -1,0 +1,264 @@
+"""Grids of training runs and their paper-style table: configs x config arguments x overrides x
+seeds, each run in its own workdir under one root.
+
+    ltx-sweep --root=runs/digits --configs=configs/digits_lt_ce.py,configs/digits_lt_balpoe.py \
+        --seeds=1,2,3 [--args=ir=10,50] [--set=optimizer.lr=0.05,0.1] [--parallel=2] [--eval]
+    ltx-sweep --root=runs/digits --table          # tabulate what is there, train nothing
+
+A run is `<root>/<cell>/seed<s>/` (its log beside it, `seed<s>.log`); a cell is one config with
+one value of every axis, named `<config stem>[__<key>=<value>...]`. Each run is the ordinary
+training command (`python -m ltx.train`) in a subprocess, so a finished run is skipped (its
+workdir has final_metrics.json), an interrupted one resumes from its checkpoint, and one that
+fails is reported without stopping the others. `--eval` also runs `ltx-eval` for the shifted test
+distributions.
+
+The table has one row per cell: mean ± std over its finished seeds (population std, ddof 0) of
+test top-1 all/many/medium/few, ECE and NLL, and with `--eval` the ensemble's top-1 under every
+test distribution (forward-50 ... uniform ... backward-50); written as `table.md`, `table.csv`
+and `table.json` in the root, and printed.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import itertools
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+from typing import Any, Sequence
+
+import numpy as np
+
+from ltx import files
+
+COLUMNS = ("top1_all", "top1_many", "top1_medium", "top1_few", "ece", "nll")
+_SAFE = re.compile(r"[^A-Za-z0-9_.=+-]+")
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """One training run of the grid."""
+    config: str                       # Path of the config file.
+    arg: str                          # Its config argument ('ir=10,epochs=5'), maybe ''.
+    overrides: tuple[tuple[str, str], ...]  # (dotted key, value) of --config.<key>=<value>.
+    seed: int
+    cell: str                         # The folder of its cell under the root.
+
+    def command(self, workdir: str) -> list[str]:
+        config = f"{self.config}:{self.arg}" if self.arg else self.config
+        return ([sys.executable, "-m", "ltx.train", f"--config={config}",
+                 f"--workdir={workdir}", f"--config.seed={self.seed}"]
+                + [f"--config.{key}={value}" for key, value in self.overrides])
+
+
+def _axis(spec: str, what: str) -> tuple[str, list[str]]:
+    """'key=v1,v2' -> ('key', ['v1', 'v2'])."""
+    key, sep, values = spec.partition("=")
+    if not sep or not key or not values:
+        raise ValueError(f"{what} {spec!r}; expected key=value1,value2,...")
+    return key.strip(), [v.strip() for v in values.split(",") if v.strip()]
+
+
+def grid(configs: Sequence[str], seeds: Sequence[int], *, args: Sequence[str] = (),
+         overrides: Sequence[str] = ()) -> list[Run]:
+    """Every run of configs x config-argument axes x override axes x seeds.
+
+    Args:
+      configs: config files, each optionally with its own argument ('configs/x.py:mixup=0.4').
+      seeds: the seeds (`config.seed`).
+      args: config-argument axes, 'ir=10,50,100' (added to each config's argument).
+      overrides: override axes, 'optimizer.lr=0.05,0.1' (as --config.optimizer.lr=...).
+    """
+    if not configs or not seeds:
+        raise ValueError(f"a sweep needs configs and seeds; got {list(configs)} and "
+                         f"{list(seeds)}")
+    arg_axes = [_axis(a, "--args") for a in args]
+    set_axes = [_axis(o, "--set") for o in overrides]
+    runs = []
+    for spec in configs:
+        path, _, own_arg = spec.partition(":")
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"config file {path!r} does not exist")
+        stem = os.path.splitext(os.path.basename(path))[0]
+        for arg_values in itertools.product(*[values for _, values in arg_axes]):
+            chosen_args = [f"{key}={v}" for (key, _), v in zip(arg_axes, arg_values)]
+            arg = ",".join(x for x in [own_arg, *chosen_args] if x)
+            for set_values in itertools.product(*[values for _, values in set_axes]):
+                chosen = tuple((key, v) for (key, _), v in zip(set_axes, set_values))
+                parts = [own_arg.replace(",", "__")] if own_arg else []
+                parts += chosen_args + [f"{k}={v}" for k, v in chosen]
+                cell = _SAFE.sub("-", "__".join([stem] + parts))
+                runs += [Run(path, arg, chosen, int(seed), cell) for seed in seeds]
+    return runs
+
+
+def workdir_of(root: str, run: Run) -> str:
+    return os.path.join(root, run.cell, f"seed{run.seed}")
+
+
+def _finished(workdir: str, evaluate: bool) -> bool:
+    done = os.path.isfile(os.path.join(workdir, "final_metrics.json"))
+    return done and (not evaluate or os.path.isfile(os.path.join(workdir, "eval",
+                                                                 "report.json")))
+
+
+def run_grid(runs: Sequence[Run], root: str, *, parallel: int = 1, evaluate: bool = False,
+             one_device_each: bool = False, log=print) -> dict[str, str]:
+    """Trains (and with `evaluate`, evaluates) every run not finished yet, `parallel` at once.
+
+    `one_device_each`: run k of those in flight sees only device k (CUDA_VISIBLE_DEVICES and
+    TPU_VISIBLE_CHIPS), for a host with several accelerators. Returns {workdir: 'done' |
+    'skipped' | 'failed (exit N, see <log>)'}.
+    """
+    if parallel < 1:
+        raise ValueError(f"parallel={parallel}; expected >= 1")
+    status: dict[str, str] = {}
+    todo = []
+    for run in runs:
+        workdir = workdir_of(root, run)
+        if _finished(workdir, evaluate):
+            status[workdir] = "skipped"
+        else:
+            todo.append(run)
+    log(f"{len(runs)} runs in {root}: {len(runs) - len(todo)} finished, {len(todo)} to run")
+    running: dict[int, tuple[subprocess.Popen, Run, Any]] = {}
+    queue = list(todo)
+    while queue or running:
+        while queue and len(running) < parallel:
+            slot = next(s for s in range(parallel) if s not in running)
+            run = queue.pop(0)
+            running[slot] = _start(run, root, slot, evaluate, one_device_each)
+            log(f"  started {workdir_of(root, run)}")
+        time.sleep(0.2)
+        for slot, (process, run, logfile) in list(running.items()):
+            if process.poll() is None:
+                continue
+            logfile.close()
+            del running[slot]
+            workdir = workdir_of(root, run)
+            if process.returncode == 0:
+                status[workdir] = "done"
+            else:
+                status[workdir] = (f"failed (exit {process.returncode}, see "
+                                   f"{workdir}.log)")
+            log(f"  {status[workdir]}: {workdir}")
+    return status
+
+
+def _start(run: Run, root: str, slot: int, evaluate: bool, one_device_each: bool):
+    workdir = workdir_of(root, run)
+    os.makedirs(os.path.dirname(workdir), exist_ok=True)
+    env = dict(os.environ)
+    if one_device_each:
+        env["CUDA_VISIBLE_DEVICES"] = str(slot)
+        env["TPU_VISIBLE_CHIPS"] = str(slot)
+    train = " ".join(shlex.quote(a) for a in run.command(workdir))
+    script = train
+    if evaluate:
+        script += (f" && {shlex.quote(sys.executable)} -m ltx.cli eval --workdir={shlex.quote(workdir)} "
+                   "--nopictures")
+    logfile = open(f"{workdir}.log", "a")
+    logfile.write(f"$ {script}\n")
+    logfile.flush()
+    process = subprocess.Popen(["bash", "-c", script], stdout=logfile, stderr=subprocess.STDOUT,
+                               env=env)
+    return process, run, logfile
+
+
+# -- the table --------------------------------------------------------------------------------
+
+def _distribution_top1(workdir: str) -> dict[str, float]:
+    path = os.path.join(workdir, "eval", "report.json")
+    if not os.path.isfile(path):
+        return {}
+    with open(path) as f:
+        report = json.load(f)
+    return {name: d["plain"]["top1_all"] for name, d in report.get("distributions", {}).items()
+            if d.get("plain", {}).get("top1_all") is not None}
+
+
+def collect(root: str) -> list[dict[str, Any]]:
+    """One row per cell folder of `root` with at least one finished seed: {'cell', 'seeds',
+    '<column>': (mean, std), 'distributions': {name: (mean, std)}}."""
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"sweep root {root!r} does not exist")
+    rows = []
+    for cell in sorted(os.listdir(root)):
+        folder = os.path.join(root, cell)
+        seeds = sorted((int(name[4:]), os.path.join(folder, name)) for name in
+                       (os.listdir(folder) if os.path.isdir(folder) else [])
+                       if name.startswith("seed") and name[4:].isdigit()
+                       and os.path.isfile(os.path.join(folder, name, "final_metrics.json")))
+        if not seeds:
+            continue
+        finals = []
+        for _, workdir in seeds:
+            with open(os.path.join(workdir, "final_metrics.json")) as f:
+                finals.append(json.load(f))
+        row: dict[str, Any] = {"cell": cell, "seeds": [s for s, _ in seeds]}
+        for column in COLUMNS:
+            values = np.array([float(f[column]) for f in finals if f.get(column) is not None],
+                              np.float64)
+            row[column] = _mean_std(values)
+        shifted = [_distribution_top1(workdir) for _, workdir in seeds]
+        names = [n for n in shifted[0]] if shifted and all(shifted) else []
+        row["distributions"] = {n: _mean_std(np.array([s[n] for s in shifted if n in s]))
+                                for n in names}
+        rows.append(row)
+    return rows
+
+
+def _mean_std(values: np.ndarray) -> tuple[float, float] | None:
+    values = values[np.isfinite(values)]
+    return None if values.size == 0 else (float(values.mean()), float(values.std(ddof=0)))
+
+
+def _cell(value) -> str:
+    return "-" if value is None else f"{value[0]:.2f} ± {value[1]:.2f}"
+
+
+def _headers(rows) -> list[str]:
+    names = []
+    for row in rows:
+        names += [n for n in row["distributions"] if n not in names]
+    return names
+
+
+def format_markdown(rows: list[dict[str, Any]]) -> str:
+    shifted = _headers(rows)
+    header = ["cell", "seeds", *COLUMNS, *shifted]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        cells = [row["cell"], ",".join(map(str, row["seeds"]))]
+        cells += [_cell(row[c]) for c in COLUMNS]
+        cells += [_cell(row["distributions"].get(n)) for n in shifted]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def format_csv(rows: list[dict[str, Any]]) -> str:
+    shifted = _headers(rows)
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["cell", "seeds"] + [f"{c}_{s}" for c in (*COLUMNS, *shifted)
+                                         for s in ("mean", "std")])
+    for row in rows:
+        values = [row[c] for c in COLUMNS] + [row["distributions"].get(n) for n in shifted]
+        writer.writerow([row["cell"], " ".join(map(str, row["seeds"]))]
+                        + [x for v in values for x in (("", "") if v is None else v)])
+    return out.getvalue()
+
+
+def write_table(root: str) -> list[dict[str, Any]]:
+    """`collect(root)` written as table.md, table.csv and table.json in `root`."""
+    rows = collect(root)
+    files.write_text(os.path.join(root, "table.md"), format_markdown(rows))
+    files.write_text(os.path.join(root, "table.csv"), format_csv(rows))
+    files.write_json(os.path.join(root, "table.json"), rows, sort_keys=False)
+    return rows
