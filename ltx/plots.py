@@ -168,3 +168,50 @@ def expert_priors(path: str, train_prior: np.ndarray, lambdas: Sequence[float],
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8, ncol=2)
     return _save(fig, path)
+
+
+def sweep_group_accuracy(path: str, cells: Sequence[str],
+                         values: Mapping[str, Sequence[tuple[float, float] | None]]) -> Figure:
+    """Grouped bars: for every cell of a sweep, top-1 of each group in `values` (group name ->
+    one (mean, std) per cell, None where missing), with the std as error bars."""
+    groups = list(values)
+    fig = Figure(figsize=(max(4.0, 1.1 * len(cells) * len(groups) / 2 + 2), 3.8))
+    ax = fig.add_subplot()
+    width = 0.8 / max(len(groups), 1)
+    x = np.arange(len(cells))
+    for g, group in enumerate(groups):
+        mean = [np.nan if v is None else v[0] for v in values[group]]
+        std = [0.0 if v is None else v[1] for v in values[group]]
+        ax.bar(x + (g - (len(groups) - 1) / 2) * width, mean, width, yerr=std, capsize=2,
+               label=group)
+    ax.set_xticks(x, cells, rotation=30, ha="right", fontsize=7)
+    ax.set_ylabel("test top-1 (%)")
+    ax.set_ylim(0, 100)
+    ax.legend(fontsize=7, ncol=len(groups))
+    ax.grid(axis="y", alpha=0.3)
+    return _save(fig, path)
+
+
+def sweep_lines(path: str, xs: Sequence, lines: Mapping[str, Sequence[tuple[float, float] | None]],
+                *, xlabel: str, ylabel: str = "test top-1 (%)", log_x: bool = False) -> Figure:
+    """One line per entry of `lines` (name -> one (mean, std) or None per x), with error bars:
+    accuracy against an axis of a sweep (the imbalance ratio, the test distribution)."""
+    fig = Figure(figsize=(max(4.5, 0.55 * len(xs) + 2), 3.6))
+    ax = fig.add_subplot()
+    positions = np.asarray(xs, float) if log_x else np.arange(len(xs))
+    for name, points in lines.items():
+        keep = [i for i, p in enumerate(points) if p is not None]
+        ax.errorbar(positions[keep], [points[i][0] for i in keep],
+                    yerr=[points[i][1] for i in keep], marker="o", ms=3, capsize=2, label=name)
+    labels = [f"{x:g}" if isinstance(x, (int, float)) else str(x) for x in xs]
+    if log_x:
+        ax.set_xscale("log")
+        ax.set_xticks(positions, labels)
+        ax.minorticks_off()
+    else:
+        ax.set_xticks(positions, labels, rotation=30, ha="right", fontsize=7)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)

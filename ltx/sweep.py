@@ -158,11 +158,10 @@ def _start(run: Run, root: str, slot: int, evaluate: bool, one_device_each: bool
     if one_device_each:
         env["CUDA_VISIBLE_DEVICES"] = str(slot)
         env["TPU_VISIBLE_CHIPS"] = str(slot)
-    train = " ".join(shlex.quote(a) for a in run.command(workdir))
-    script = train
+    script = shlex.join(run.command(workdir))
     if evaluate:
-        script += (f" && {shlex.quote(sys.executable)} -m ltx.cli eval --workdir={shlex.quote(workdir)} "
-                   "--nopictures")
+        script += " && " + shlex.join([sys.executable, "-m", "ltx.cli", "eval",
+                                       f"--workdir={workdir}", "--nopictures"])
     logfile = open(f"{workdir}.log", "a")
     logfile.write(f"$ {script}\n")
     logfile.flush()
@@ -255,10 +254,65 @@ def format_csv(rows: list[dict[str, Any]]) -> str:
     return out.getvalue()
 
 
-def write_table(root: str) -> list[dict[str, Any]]:
-    """`collect(root)` written as table.md, table.csv and table.json in `root`."""
+def write_table(root: str, *, pictures: bool = True) -> list[dict[str, Any]]:
+    """`collect(root)` written as table.md, table.csv and table.json in `root`, and with
+    `pictures` the PNGs of `write_plots`."""
     rows = collect(root)
     files.write_text(os.path.join(root, "table.md"), format_markdown(rows))
     files.write_text(os.path.join(root, "table.csv"), format_csv(rows))
     files.write_json(os.path.join(root, "table.json"), rows, sort_keys=False)
+    if pictures and rows:
+        write_plots(root, rows)
     return rows
+
+
+def _split_cell(cell: str) -> tuple[str, dict[str, str]]:
+    """'digits_lt_ce__ir=10__optimizer.lr=0.1' -> ('digits_lt_ce', {'ir': '10', ...})."""
+    stem, *parts = cell.split("__")
+    axes = dict(p.split("=", 1) for p in parts if "=" in p)
+    return stem, axes
+
+
+def write_plots(root: str, rows: list[dict[str, Any]]) -> list[str]:
+    """The sweep's pictures in `root`: `groups.png` (every cell's all/many/medium/few top-1
+    with std bars), `vs_<axis>.png` for each numeric axis with several values (e.g. the
+    imbalance ratio `ir`: a line per cell without that axis) and `vs_test_distribution.png`
+    (top-1 from forward-50 to backward-50, a line per cell) when the runs were evaluated.
+    Returns the paths written."""
+    from ltx import plots  # matplotlib, only when drawing.
+    cells = [r["cell"] for r in rows]
+    written = [os.path.join(root, "groups.png")]
+    plots.sweep_group_accuracy(written[0], cells, {
+        g.removeprefix("top1_"): [r[g] for r in rows]
+        for g in ("top1_all", "top1_many", "top1_medium", "top1_few")})
+    parsed = [_split_cell(c) for c in cells]
+    for axis in sorted({k for _, axes in parsed for k in axes}):
+        values = {axes[axis] for _, axes in parsed if axis in axes}
+        if len(values) < 2 or any(_number(v) is None for v in values):
+            continue
+        values = sorted(values, key=_number)
+        lines: dict[str, list] = {}
+        for row, (stem, axes) in zip(rows, parsed):
+            if axis not in axes:
+                continue
+            rest = "__".join([stem] + [f"{k}={v}" for k, v in axes.items() if k != axis])
+            lines.setdefault(rest, [None] * len(values))[values.index(axes[axis])] = (
+                row["top1_all"])
+        path = os.path.join(root, f"vs_{_SAFE.sub('-', axis)}.png")
+        plots.sweep_lines(path, [_number(v) for v in values], lines, xlabel=axis,
+                          ylabel="test top-1, all classes (%)", log_x=True)
+        written.append(path)
+    names = _headers(rows)
+    if names:
+        path = os.path.join(root, "vs_test_distribution.png")
+        plots.sweep_lines(path, names, {r["cell"]: [r["distributions"].get(n) for n in names]
+                                        for r in rows}, xlabel="test distribution")
+        written.append(path)
+    return written
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None

@@ -68,6 +68,7 @@ def test_a_killed_sweep_resumes_and_a_finished_one_trains_nothing(tmp_path):
     table = open(os.path.join(root, "table.md")).read()
     assert "| digits_lt_ce__tiny=1 | 1,2 |" in table
     assert os.path.isfile(os.path.join(root, "table.csv"))
+    assert os.path.isfile(os.path.join(root, "groups.png"))
 
     launches = {p: open(p).read() for p in (os.path.join(root, c, f"seed{s}", "launches.jsonl")
                                            for c in ("digits_lt_ce__tiny=1",
@@ -78,3 +79,18 @@ def test_a_killed_sweep_resumes_and_a_finished_one_trains_nothing(tmp_path):
     table_only = subprocess.run([sys.executable, "-m", "ltx.cli", "sweep", f"--root={root}",
                                  "--table"], capture_output=True, text=True, timeout=120)
     assert table_only.returncode == 0 and "digits_lt_la__tiny=1" in table_only.stdout
+
+
+def test_plots_of_an_axis_and_of_the_test_distributions(tmp_path):
+    """write_plots on rows as collect() makes them: a line per cell against the `ir` axis."""
+    rows = []
+    for method in ("ce", "balpoe"):
+        for ir in ("10", "50", "100"):
+            row = {"cell": f"digits_lt_{method}__ir={ir}", "seeds": [1, 2]}
+            row.update({c: (50.0 + int(ir) / 10, 1.0) for c in sweep.COLUMNS})
+            row["distributions"] = {"forward-50": (40.0, 2.0), "uniform": (50.0, 1.0)}
+            rows.append(row)
+    written = sweep.write_plots(str(tmp_path), rows)
+    assert sorted(os.path.basename(p) for p in written) == [
+        "groups.png", "vs_ir.png", "vs_test_distribution.png"]
+    assert all(os.path.getsize(p) > 1000 for p in written)
