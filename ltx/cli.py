@@ -330,8 +330,9 @@ def sweep(argv=None) -> None:
     from absl import flags
     if "parallel" not in flags.FLAGS:
         flags.DEFINE_string("root", None, "Folder of the sweep's runs and tables.")
-        flags.DEFINE_list("configs", [], "Config files, each optionally with its argument "
-                          "(configs/x.py:mixup=0.4).")
+        flags.DEFINE_list("configs", [], "Config files, comma-separated, each optionally with "
+                          "one key=value of its argument (configs/x.py:mixup=0.4); more "
+                          "through --args.")
         flags.DEFINE_list("seeds", ["1"], "Seeds.")
         flags.DEFINE_multi_string("args", [], "A config-argument axis, key=v1,v2 (repeatable).")
         flags.DEFINE_multi_string("set", [], "An override axis, dotted.key=v1,v2 "
