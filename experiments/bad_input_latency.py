@@ -30,6 +30,8 @@ def _catalogue():
 
 
 def main():
+    # The catalogue's device-count case expects the tests' four fake CPU devices.
+    os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "ltx",
                                                           "latency"))
@@ -52,8 +54,11 @@ def main():
                 result = subprocess.run([sys.executable, *argv], capture_output=True,
                                         text=True)
                 seconds.append(time.perf_counter() - start)
-        lines = [line for line in result.stderr.splitlines() if ": error: " in line]
-        message = lines[0].split(": error: ", 1)[1] if lines else result.stderr[-120:]
+        lines = result.stderr.splitlines()
+        at = next((i for i, line in enumerate(lines) if ": error: " in line), None)
+        message = lines[at].split(": error: ", 1)[1] if at is not None else result.stderr[-120:]
+        if at is not None and "problem(s) in the config:" in message and at + 1 < len(lines):
+            message += " " + lines[at + 1].strip()  # The first problem.
         message = message.replace("|", "/")
         if len(message) > 110:
             message = message[:107] + "..."

@@ -80,6 +80,17 @@ def run(tool: str, main, argv=None) -> None:
     app.run(guarded, argv=argv, flags_parser=parse)
 
 
+def config_flag(name: str = "config"):
+    """The ConfigDict of the config-file flag `name`, or FileNotFoundError naming the file
+    (ml_collections defers a missing file's error to the first use of the config)."""
+    from absl import flags
+    spec = flags.FLAGS[name].config_filename or ""
+    path = spec.split(":", 1)[0]
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"--{name}={spec!r}: the config file {path!r} does not exist")
+    return flags.FLAGS[name].value
+
+
 def _without_traceback(message: str) -> str:
     """A flag error's message without the traceback that config_flags embeds in it: the text
     before it and the traceback's last line (the error)."""
@@ -217,7 +228,7 @@ def stats(argv=None) -> None:
         f = flags.FLAGS
         if len(argv) > 1:
             raise ValueError(f"unexpected arguments {argv[1:]}")
-        if (f.config is None) == (not f.workdir):
+        if bool(f["config"].present) == bool(f.workdir):
             raise ValueError("give exactly one of --config and --workdir")
         if f.workdir:
             _finished_workdir(f.workdir)
@@ -226,8 +237,9 @@ def stats(argv=None) -> None:
             print(json.dumps(stats_lib.workdir_stats(f.workdir, xla=f.xla)))
         else:
             from ltx import config_check
-            config_check.check(f.config)
-            print(json.dumps(stats_lib.config_stats(f.config, xla=f.xla)))
+            config = config_flag()
+            config_check.check(config)
+            print(json.dumps(stats_lib.config_stats(config, xla=f.xla)))
 
     run("ltx-stats", main, argv)
 
@@ -255,9 +267,10 @@ def import_checkpoint(argv=None) -> None:
         if not os.path.isfile(f.checkpoint):
             raise FileNotFoundError(f"--checkpoint={f.checkpoint!r} is not a file")
         from ltx import checkpoint_import, compile_cache, config_check
-        config_check.check(f.config)
+        config = config_flag()
+        config_check.check(config)
         compile_cache.enable()
-        summary = checkpoint_import.import_checkpoint(f.checkpoint, f.config, f.workdir,
+        summary = checkpoint_import.import_checkpoint(f.checkpoint, config, f.workdir,
                                                       stage=f.stage)
         print(f"Imported {summary['checkpoint']} into {f.workdir}: {summary['summary']}")
 

@@ -25,7 +25,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
     if len(argv) > 1:
         raise ValueError(f"unexpected arguments {argv[1:]}")
-    config = _CONFIG.value
+    config = cli.config_flag(_CONFIG.name)
     from ltx import config_check  # No JAX computation: distributed init must come first.
     config_check.check(config, built=False)
     if config.distributed or os.environ.get("LTX_DISTRIBUTED") == "1":
