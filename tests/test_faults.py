@@ -168,16 +168,18 @@ def test_a_resume_with_another_recipe_is_refused_unless_allowed(tiny_workdir, tm
     assert "allow_config_change=True" in message
     assert not glob.glob(os.path.join(workdir, "config.*.json"))
 
+    steps = first["steps"]
+    with open(os.path.join(workdir, "checkpoints", str(steps), "meta", "metadata")) as f:
+        seconds_saved = json.load(f)["train_seconds"]  # The first attempt's, at its last save.
     config.checkpoint.allow_config_change = True
     final = trainer.Run(config, workdir).train()
-    steps = first["steps"]
     saved = json.load(open(os.path.join(workdir, f"config.{steps}.json")))
     assert saved["seed"] == config.seed  # The new config is kept beside the first,
     assert json.load(open(os.path.join(workdir, "config.json")))["seed"] == config.seed - 1
     launches = [json.loads(line) for line in open(os.path.join(workdir, "launches.jsonl"))]
     assert [entry["step"] for entry in launches] == [0, steps]
-    # and the time is the first attempt's (nothing was trained), not the resume's alone.
-    assert final["train_seconds"] >= 0.5 * first["train_seconds"]
+    # and the time adds the resume's (nothing was trained) to the first attempt's.
+    assert final["train_seconds"] >= seconds_saved > 0
     finals = [r for r in _records(workdir) if "final/top1_all" in r]
     assert len(finals) == 1 and len([r for r in _records(workdir) if "loss" in r]) == 1
 
