@@ -13,6 +13,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from ltx import files
+
 
 def _scalar(value):
     value = np.asarray(value)
@@ -67,10 +69,7 @@ def _drop_records_after(path: str, step: int) -> None:
                 continue
             kept.append(line if line.endswith("\n") else line + "\n")
     if dropped:
-        tmp = path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.writelines(kept)
-        os.replace(tmp, path)
+        files.write_text(path, "".join(kept))
 
 
 class TensorBoardWriter:

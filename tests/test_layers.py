@@ -27,7 +27,7 @@ LAYERS = (
      "ltx.sweep", "ltx.cli"),
 )
 # Modules of the lowest layer that another one of that layer may import.
-FOUNDATIONS = ("ltx.outputs", "ltx.data", "ltx.models", "ltx.losses", "ltx.metrics")
+FOUNDATIONS = ("ltx.outputs", "ltx.data", "ltx.models", "ltx.losses", "ltx.metrics", "ltx.files")
 SHARED_METHOD_MODULES = ("ltx.methods", "ltx.methods.base")
 
 

@@ -29,6 +29,7 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image
 
+from ltx import files
 from ltx.data import augment, augment_imagenet, long_tail, splits
 
 # Reference list-file names: (train, val, test). iNaturalist 2018 has no separate validation
@@ -156,18 +157,11 @@ def write_folder_lists(root: str, out_dir: str | None = None) -> dict[str, Any]:
     lists = {}
     for split, found in entries.items():
         lists[split] = os.path.join(out_dir, f"{split}.txt")
-        _write_whole(lists[split], "".join(f"{path} {label}\n" for path, label in found))
-    _write_whole(os.path.join(out_dir, CLASSES_FILE), "".join(f"{c}\n" for c in classes))
+        files.write_text(lists[split], "".join(f"{path} {label}\n" for path, label in found))
+    files.write_text(os.path.join(out_dir, CLASSES_FILE), "".join(f"{c}\n" for c in classes))
     counts = {split: np.bincount([label for _, label in found], minlength=len(classes))
               for split, found in entries.items()}
     return {"classes": classes, "counts": counts, "lists": lists}
-
-
-def _write_whole(path: str, text: str) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def infer_num_classes(list_dir: str, train_list: str) -> int:
