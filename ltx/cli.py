@@ -138,6 +138,10 @@ def evaluate(argv=None) -> None:
         flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
         flags.DEFINE_integer("max_per_class", 100, "Head size of the long-tailed test sets.")
         flags.DEFINE_bool("pictures", True, "Draw the PNGs (--nopictures: the report files).")
+        flags.DEFINE_bool("test_time_aggregation", False, "Also learn SADE's test-time expert "
+                          "weights on every test distribution (models whose ensemble is the "
+                          "mean of >= 2 experts: SADE, BalPoE).")
+        flags.DEFINE_integer("test_time_seed", 0, "Seed of the test-time aggregation's views.")
         key_flags(__name__)
 
     def main(argv):
@@ -154,7 +158,8 @@ def evaluate(argv=None) -> None:
             raise ValueError(f"--shot_convention={f.shot_convention!r}; expected one of "
                              f"{sorted(shots.SHOT_CONVENTIONS)}")
         report.evaluate_workdir(workdir, shot_convention=f.shot_convention, step=f.step,
-                                max_per_class=f.max_per_class, pictures=f.pictures, verbose=True)
+                                max_per_class=f.max_per_class, pictures=f.pictures, verbose=True,
+                                test_time=f.test_time_aggregation, test_time_seed=f.test_time_seed)
         print(f"Wrote {os.path.join(workdir, 'eval')}/report.json, report.md"
               + (" and the PNGs." if f.pictures else "."))
 

@@ -30,6 +30,7 @@ fusion); a method without a test-prior correction gets the plain numbers only.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import re
@@ -41,6 +42,7 @@ import numpy as np
 
 from ltx import evaluation, files, metrics, plots, workdirs
 from ltx.data import image_lists, long_tail, shots
+from ltx.methods.sade import test_time as test_time_lib
 
 IMBALANCE_FACTORS = (2, 5, 10, 25, 50)
 MAX_PER_CLASS = 100  # CIFAR's img_max in the references' test_all_cifar.py.
@@ -149,7 +151,8 @@ def evaluate_workdir(workdir: str, *, shot_convention: str | None = None,
                      step: int | None = None, max_per_class: int = MAX_PER_CLASS,
                      factors: Sequence[int] = IMBALANCE_FACTORS, num_bins: int | None = None,
                      pictures: bool = True, verbose: bool = False,
-                     predictor=None, run=None) -> dict[str, Any]:
+                     predictor=None, run=None, test_time: bool = False,
+                     test_time_seed: int = 0) -> dict[str, Any]:
     """Evaluates the final predictor of `workdir` and writes `<workdir>/eval/`; returns the report.
 
     Args:
@@ -164,12 +167,17 @@ def evaluate_workdir(workdir: str, *, shot_convention: str | None = None,
       predictor: the workdir's predictor (`ltx.workdirs.final_predictor`); default: restored.
       run: a `trainer.Run` with the state to evaluate in `run.state` (e.g. right after
         `run.train()`), which saves rebuilding and recompiling it.
+      test_time: also learn SADE's test-time aggregation weights on every test distribution
+        (`ltx.methods.sade.test_time`, the official settings for the dataset) and report the
+        accuracy with them beside the plain mean of the experts.
+      test_time_seed: seeds the views and batch orders of the test-time aggregation.
 
     Returns:
       The dict written to report.json: 'meta', 'uniform' {'ensemble', 'experts'},
       'distributions' {name: {'num_images', 'class_counts', 'plain', 'corrected'}},
-      'per_class', for gLA expert methods 'expert_priors', 'method' for a method's evaluators
-      and the predictor's extra sections.
+      'per_class', for gLA expert methods 'expert_priors', 'method' for a method's evaluators,
+      with `test_time` 'test_time' {'settings', 'distributions': {name: {'weights', 'epochs',
+      'losses', 'report'}}}, and the predictor's extra sections.
     """
     if shot_convention is not None and shot_convention not in shots.SHOT_CONVENTIONS:
         raise ValueError(f"unknown shot convention {shot_convention!r}; expected one of "
@@ -178,6 +186,8 @@ def evaluate_workdir(workdir: str, *, shot_convention: str | None = None,
         predictor = (workdirs.RunPredictor(run) if run is not None
                      else workdirs.final_predictor(workdir, step))
     cfg, dataset, method = predictor.config, predictor.dataset, predictor.method
+    if test_time:
+        test_time_lib.check_applies(method, method.num_experts)
     convention = shot_convention or cfg.eval.shot_convention
     num_bins = num_bins or cfg.eval.num_bins
     num_classes = dataset.num_classes
@@ -211,14 +221,32 @@ def evaluate_workdir(workdir: str, *, shot_convention: str | None = None,
             for name, path in lists.items():
                 split = image_lists.load_split(path, cfg.data.root, num_classes)
                 sub_outputs, sub_logits, sub_labels = predictor.predict(split)
-                yield name, np.asarray(sub_outputs.logits), sub_logits, sub_labels
+                yield name, np.asarray(sub_outputs.logits), sub_logits, sub_labels, split
     else:  # Cut from the test split, as test_all_cifar.py does.
         def shifted():
+            test = dataset.test
             for name, idx in shifted_test_sets(labels, num_classes, max_per_class=max_per_class,
                                                factors=factors).items():
-                yield name, expert_logits[:, idx], logits[idx], labels[idx]
-    distributions = {}
-    for name, sub_experts, sub_logits, sub_labels in shifted():
+                split = dataclasses.replace(test, indices=test.indices[idx],
+                                            labels=test.labels[idx])
+                yield name, expert_logits[:, idx], logits[idx], labels[idx], split
+    distributions, test_time_results = {}, {}
+    settings = test_time_lib.official_settings(cfg.data) if test_time else None
+    for position, (name, sub_experts, sub_logits, sub_labels, split) in enumerate(shifted()):
+        if test_time:
+            learned = test_time_lib.learn_weights(
+                lambda inputs: predictor.predict_images(inputs)[0],
+                test_time_lib.split_images(split), num_experts=int(sub_experts.shape[0]),
+                mean=dataset.mean, std=dataset.std, settings=settings,
+                seed=(test_time_seed, position))
+            weighted = np.asarray(test_time_lib.aggregate(jnp.log(learned.weights),
+                                                          jnp.asarray(sub_experts)))
+            test_time_results[name] = {
+                "weights": learned.weights.tolist(), "epochs": learned.epochs,
+                "losses": list(learned.losses),
+                "report": evaluation.metric_report(sub_experts, weighted, sub_labels,
+                                                   class_counts, shot_convention=convention,
+                                                   num_bins=num_bins)}
         plain = evaluation.metric_report(sub_experts, sub_logits, sub_labels, class_counts,
                                          shot_convention=convention, num_bins=num_bins)
         corrected = None
@@ -233,6 +261,9 @@ def evaluate_workdir(workdir: str, *, shot_convention: str | None = None,
             "class_counts": np.bincount(sub_labels, minlength=num_classes).tolist(),
             "plain": plain, "corrected": corrected}
     report["distributions"] = distributions
+    if test_time:
+        report["test_time"] = {"settings": dataclasses.asdict(settings), "seed": test_time_seed,
+                               "distributions": test_time_results}
     report["meta"]["shifted_test_lists"] = (os.path.dirname(next(iter(lists.values())))
                                             if lists else None)
     report["meta"]["test_distribution_head"] = int(min(
@@ -388,6 +419,23 @@ def format_markdown(report: dict) -> str:
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     if not meta["prior_correction"]:
         lines += ["", f"{meta['method']} has no test-prior correction: '+ prior' columns are '-'."]
+    if "test_time" in report:
+        tta = report["test_time"]
+        lines += ["", "## Test-time self-supervised aggregation (SADE)", "",
+                  f"Expert weights learned on each test distribution's unlabelled images "
+                  f"(learning rate {tta['settings']['learning_rate']:g}, at most "
+                  f"{tta['settings']['epochs']} epochs, seed {tta['seed']}); top-1 with them "
+                  "beside the plain mean of the experts.", "",
+                  "| test distribution | weights | epochs | top-1 mean | top-1 learned | many "
+                  "| medium | few |", "|---|---|---|---|---|---|---|---|"]
+        for name, d in tta["distributions"].items():
+            learned = d["report"]
+            weights = ", ".join(f"{w:.3f}" for w in d["weights"])
+            cells = [weights, str(d["epochs"]),
+                     _cell(report["distributions"][name]["plain"]["top1_samples"]),
+                     _cell(learned["top1_samples"]), _cell(learned["top1_many"]),
+                     _cell(learned["top1_medium"]), _cell(learned["top1_few"])]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
     if "method" in report:
         lines += ["", f"## {meta['method']}: the method's own numbers", "",
                   "| quantity | value |", "|---|---|"]

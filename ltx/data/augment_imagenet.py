@@ -21,7 +21,7 @@ import math
 from typing import Callable, Sequence
 
 import numpy as np
-from PIL import Image, ImageEnhance, ImageOps
+from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 
 from ltx.data import augment
 
@@ -175,6 +175,48 @@ def color_jitter(image: np.ndarray, rng: np.random.Generator, *, brightness: flo
             continue
         pil = (_adjust_hue(pil, factors[k]) if k == 3
                else enhancers[k](pil).enhance(float(factors[k])))
+    return augment._from_pil(pil, image.shape[-1])
+
+
+def random_grayscale(image: np.ndarray, rng: np.random.Generator, *, p: float = 0.2
+                     ) -> np.ndarray:
+    """torchvision's RandomGrayscale(p): with probability p, Pillow's luma
+    (0.299 R + 0.587 G + 0.114 B) in every channel; a 1-channel image is returned as is.
+
+    Args:
+      image: uint8 [H, W, C], C = 1 or 3.
+      rng: source of the coin flip (drawn for every image, as torchvision does).
+
+    Returns:
+      uint8 [H, W, C].
+    """
+    augment._check_image(image, "random_grayscale")
+    if not 0 <= p <= 1:
+        raise ValueError(f"random_grayscale p={p}; expected 0 <= p <= 1")
+    if rng.random() >= p or image.shape[-1] == 1:
+        return image
+    luma = np.asarray(augment._to_pil(image).convert("L"), np.uint8)
+    return np.repeat(luma[..., None], 3, axis=-1)
+
+
+def gaussian_blur(image: np.ndarray, rng: np.random.Generator, *,
+                  sigma: Sequence[float] = (0.1, 2.0)) -> np.ndarray:
+    """SimCLR's GaussianBlur as SADE's and MoCo's code write it: Pillow's
+    ImageFilter.GaussianBlur with a radius (Pillow's standard deviation) uniform in `sigma`.
+
+    Args:
+      image: uint8 [H, W, C], C = 1 or 3.
+      rng: source of the radius.
+      sigma: (low, high) of the radius in pixels.
+
+    Returns:
+      uint8 [H, W, C].
+    """
+    augment._check_image(image, "gaussian_blur")
+    if not 0 <= sigma[0] <= sigma[1]:
+        raise ValueError(f"gaussian_blur sigma={tuple(sigma)}; expected 0 <= low <= high")
+    radius = float(rng.uniform(sigma[0], sigma[1]))
+    pil = augment._to_pil(image).filter(ImageFilter.GaussianBlur(radius=radius))
     return augment._from_pil(pil, image.shape[-1])
 
 

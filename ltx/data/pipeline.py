@@ -108,7 +108,8 @@ class Epochs:
 
 class _EpochBatches(grain.MapDataset):
     """Element k is this process's part of global batch k of `epochs`, from the element stream
-    `parent`: {'image': [b, ...], 'label': [b]} and, unless streaming, 'mask' bool [b]."""
+    `parent` of records {'image' or 'index', 'label'}: each field stacked to [b, ...] ('label'
+    int32) and, unless streaming, 'mask' bool [b]."""
 
     def __init__(self, parent: grain.MapDataset, epochs: Epochs, sharding: "Sharding"):
         super().__init__(parent)
@@ -129,8 +130,8 @@ class _EpochBatches(grain.MapDataset):
         slots = np.arange(self._first_slot, self._first_slot + self._local)
         # Padding rows repeat the batch's own images: real, finite data that the mask removes.
         records = self._parent._getitems([start + int(t % count) for t in slots])  # noqa: SLF001
-        batch = {"image": np.stack([r["image"] for r in records]),
-                 "label": np.asarray([r["label"] for r in records], np.int32)}
+        batch = {key: np.stack([r[key] for r in records]) for key in records[0]}
+        batch["label"] = batch["label"].astype(np.int32)
         if self._epochs.last_batch != "stream":
             batch["mask"] = slots < count
         return batch
@@ -177,15 +178,8 @@ def train_dataset(
       'stream')}, b = global_batch_size / processes.
     """
     epochs = Epochs(len(split), global_batch_size, last_batch)
-    source = split.source
-    if sampler == "shuffle":
-        ds = grain.MapDataset.source(split.indices).seed(seed).shuffle().repeat(None)
-    elif sampler == "class_balanced":
-        ds = grain.MapDataset.source(split.indices).seed(seed).repeat(None).random_map(
-            _class_balanced_draw(split))
-    else:
-        raise ValueError(f"data.sampler={sampler!r}; expected one of {SAMPLERS}")
-    ds = ds.map(lambda i: source[int(i)])
+    source, indices = split.source, np.asarray(split.indices)
+    ds = _positions(split, seed, sampler).map(lambda p: source[int(indices[p])])
     if transform is not None:
         ds = ds.random_map(lambda r, rng: {"image": transform(r["image"], rng),
                                            "label": r["label"]})
@@ -193,12 +187,40 @@ def train_dataset(
     return _EpochBatches(ds, epochs, sharding)  # Checks the batch splits over the processes.
 
 
+def train_index_dataset(split: splits.Split, *, global_batch_size: int, seed: int,
+                        sharding: Sharding = Sharding(), sampler: str = "shuffle",
+                        last_batch: str = "pad") -> grain.MapDataset:
+    """`train_dataset`'s batches as positions into the split, for augmentation on device.
+
+    The same epochs, order, padding and sharding as `train_dataset` with the same arguments
+    (element k of both is the same record), without reading any image: element k is
+    {'index': int32 [b] positions in `split` (row `split.indices[p]` of its source),
+    'label': int32 [b], 'mask': bool [b] (not with 'stream')}.
+    """
+    epochs = Epochs(len(split), global_batch_size, last_batch)
+    labels = np.asarray(split.labels)
+    ds = _positions(split, seed, sampler).map(
+        lambda p: {"index": np.int32(p), "label": labels[p]})
+    return _EpochBatches(ds, epochs, sharding)
+
+
+def _positions(split: splits.Split, seed: int, sampler: str) -> grain.MapDataset:
+    """The endless stream of positions into `split` that `sampler` draws."""
+    positions = np.arange(len(split))
+    if sampler == "shuffle":
+        return grain.MapDataset.source(positions).seed(seed).shuffle().repeat(None)
+    if sampler == "class_balanced":
+        return grain.MapDataset.source(positions).seed(seed).repeat(None).random_map(
+            _class_balanced_draw(split))
+    raise ValueError(f"data.sampler={sampler!r}; expected one of {SAMPLERS}")
+
+
 def _class_balanced_draw(split: splits.Split):
-    """`fn(_, rng) -> source index`: a uniformly drawn class present in `split`, then one of its
-    images uniformly."""
+    """`fn(_, rng) -> position in split`: a uniformly drawn class present in `split`, then one
+    of its images uniformly."""
     labels = np.asarray(split.labels)
     classes = np.unique(labels)
-    buckets = [np.asarray(split.indices)[labels == c] for c in classes]
+    buckets = [np.flatnonzero(labels == c) for c in classes]
 
     def draw(_, rng: np.random.Generator):
         bucket = buckets[rng.integers(len(buckets))]

@@ -7,8 +7,8 @@ CIFAR ResNet-32 sharing the stem and stage 1 with reduced expert widths (24/48,
 (CE), a uniform expert (logit adjustment) and an inverse expert (a rank-mirrored prior with
 tau = 2 on CIFAR and ImageNet-LT, 1 on iNaturalist and Places-LT), summed; BalPoE's CIFAR
 schedule without Mixup. Prediction: the mean of the expert logits. SADE's test-time
-self-supervised aggregation (learned expert weights on the unlabelled test set) is not
-implemented.
+self-supervised aggregation (expert weights learned on the unlabelled test set) is
+`ltx.methods.sade.test_time`, run by `ltx-eval --test_time_aggregation`.
 """
 
 from __future__ import annotations
