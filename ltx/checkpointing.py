@@ -215,6 +215,9 @@ def config_fingerprint(config, num_experts: int, model_additions=None) -> str:
 # Data fields that may change between a run and its resume: where the files are, how many
 # workers read them.
 _MOVABLE_DATA_KEYS = ("data_dir", "root", "list_dir", "num_workers", "check_files")
+# Fields added after runs were written: left out while they have the value that the runs
+# written before them had, so those runs still resume.
+_NEW_AUGMENT_DEFAULTS = {"on_device": False}
 
 
 def recipe_fingerprint(config) -> str:
@@ -222,6 +225,9 @@ def recipe_fingerprint(config) -> str:
     the batch size, the schedule and optimizer, the epochs, Mixup, the data (but its location)
     and the method's config."""
     data = {k: v for k, v in config.data.to_dict().items() if k not in _MOVABLE_DATA_KEYS}
+    if isinstance(data.get("augment"), dict):
+        data["augment"] = {k: v for k, v in data["augment"].items()
+                           if k not in _NEW_AUGMENT_DEFAULTS or v != _NEW_AUGMENT_DEFAULTS[k]}
     parts = {key: config[key].to_dict() if hasattr(config[key], "to_dict") else config[key]
              for key in ("seed", "batch_size", "num_epochs", "mixup_alpha", "mixup_epochs",
                          "optimizer", "schedule", "method") if key in config}

@@ -139,7 +139,7 @@ _MISSING = object()
 def _static_problems(config) -> list[str]:
     # Imports here: pure-Python registries (no JAX computation at import).
     from ltx import methods, models, optim
-    from ltx.data import datasets, long_tail, pipeline, shots
+    from ltx.data import datasets, device_augment, long_tail, pipeline, shots
 
     c = _Checker(config)
     c.number("seed", integer=True)
@@ -149,7 +149,7 @@ def _static_problems(config) -> list[str]:
     c.number("mixup_epochs", low=-1)
     c.number("log_every_steps", integer=True, low=1)
     for key in ("tensorboard", "distributed", "eval.posthoc_test_prior", "checkpoint.async_save",
-                "data.augment.flip"):
+                "data.augment.flip", "data.augment.on_device"):
         c.boolean(key)
 
     if c.get("tensorboard") is True and importlib.util.find_spec("tensorboardX") is None:
@@ -162,7 +162,7 @@ def _static_problems(config) -> list[str]:
     c.choice("data.sampler", pipeline.SAMPLERS)
     c.choice("data.last_batch", pipeline.LAST_BATCH, required=False)
     kind = c.choice("data.augment.kind", ("cifar", "imagenet"))
-    if name in ("digits_lt", "cifar10_lt", "cifar100_lt"):
+    if name in device_augment.IN_MEMORY_DATASETS:
         c.number("data.imbalance_ratio", low=1)
         c.choice("data.profile", long_tail.PROFILES)
         c.number("data.subset_seed", integer=True)
@@ -171,6 +171,8 @@ def _static_problems(config) -> list[str]:
             c.number("data.augment.crop_padding", integer=True, low=0)
             c.number("data.augment.rotation", low=0)
             c.boolean("data.augment.autoaugment")
+        if c.get("data.augment.on_device") is True:
+            c.found.extend(device_augment.unsupported(config.data.augment, name))
     elif name is not None:  # The list-file datasets.
         if kind != "imagenet" and kind is not None:
             c.bad("data.augment.kind", kind, f"'imagenet' for {name} (images of every size)")
@@ -187,6 +189,8 @@ def _static_problems(config) -> list[str]:
             c.number("data.imbalance_ratio", low=1)
             c.choice("data.profile", long_tail.PROFILES)
             c.number("data.subset_seed", integer=True)
+        if c.get("data.augment.on_device") is True:
+            c.found.extend(device_augment.unsupported(config.data.augment, name))
         if kind == "imagenet":
             c.number("data.augment.crop_size", integer=True, low=1)
             c.number("data.augment.eval_resize", integer=True, low=1)

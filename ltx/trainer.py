@@ -34,7 +34,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from ltx import (checkpointing, config_check, evaluation, faults, files, methods, metric_writers,
                  models, optim, provenance)
-from ltx.data import datasets, mixup as mixup_lib, pipeline
+from ltx.data import datasets, device_augment, mixup as mixup_lib, pipeline
 from ltx.outputs import Outputs, model_outputs
 
 
@@ -143,12 +143,18 @@ def epoch_of(step: jax.Array, steps_per_epoch: float) -> jax.Array:
 def make_train_step(model, method: methods.Method, tx: optax.GradientTransformation,
                     learning_rate: optax.Schedule, mesh: jax.sharding.Mesh, *,
                     mixup_alpha: float = 0.0, mixup_epochs: float | None = None,
-                    steps_per_epoch: float = 1.0, teacher: Teacher | None = None):
+                    steps_per_epoch: float = 1.0, teacher: Teacher | None = None,
+                    batch_augment: device_augment.BatchAugment | None = None,
+                    batch_keys: tuple[str, ...] = ("index", "label", "mask")):
     """The jitted train step `(state, batch, rng, teacher_variables) -> (state, metrics)`.
 
     `batch` is {'image': float [B, H, W, C], 'label': int [B]} sharded on 'data', with 'mask'
     bool [B] when it may be padded (`data.last_batch='pad'`): padding rows then count in no loss,
-    metric or BatchNorm statistic, so the step is that of the smaller batch. `rng` is the
+    metric or BatchNorm statistic, so the step is that of the smaller batch. With
+    `batch_augment` (augmentation on device) it is instead {'index': int [B] positions into
+    'source', the replicated uint8 training images [N, H, W, C], 'label', 'mask'}, the fields
+    `batch_keys` and 'source'; the step gathers the images and augments them with a key of its
+    own step. `rng` is the
     run's base key; the step folds in its own step number, so a resumed run draws the same Mixup
     coefficients as an uninterrupted one. Mixup is on for epochs < `mixup_epochs` (None: all; ACE
     ends with mixup-free epochs). `teacher_variables` are `teacher.variables` (None without a
@@ -162,7 +168,12 @@ def make_train_step(model, method: methods.Method, tx: optax.GradientTransformat
     def step_fn(state: TrainState, batch, rng, teacher_variables):
         rng = jax.random.fold_in(rng, state.step)
         epoch = epoch_of(state.step, steps_per_epoch)
-        images, labels, mask = batch["image"], batch["label"], batch.get("mask")
+        labels, mask = batch["label"], batch.get("mask")
+        if batch_augment is None:
+            images = batch["image"]
+        else:
+            images = batch_augment(jax.random.fold_in(rng, _AUGMENT_STREAM),
+                                   batch["source"][batch["index"]])
         if mixup_alpha > 0:
             mixed, labels_a, labels_b, lam = mixup_lib.mixup(rng, images, labels,
                                                              alpha=mixup_alpha, mask=mask)
@@ -201,10 +212,15 @@ def make_train_step(model, method: methods.Method, tx: optax.GradientTransformat
         return new_state, metrics
 
     replicated = NamedSharding(mesh, P())
-    return jax.jit(step_fn,
-                   in_shardings=(replicated, NamedSharding(mesh, P("data")), replicated,
-                                 replicated),
+    data = NamedSharding(mesh, P("data"))
+    batch_sharding = data if batch_augment is None else {
+        **{key: data for key in batch_keys}, "source": replicated}
+    return jax.jit(step_fn, in_shardings=(replicated, batch_sharding, replicated, replicated),
                    out_shardings=(replicated, replicated), donate_argnums=(0,))
+
+
+# Folded into a step's key for its augmentation draws; Mixup uses the step's key itself.
+_AUGMENT_STREAM = 1
 
 
 def make_eval_step(model, mesh: jax.sharding.Mesh):
@@ -346,6 +362,8 @@ class Run:
         self.step_rng = jax.random.fold_in(jax.random.key(config.seed), 1)
         self._train_step = None
         self._forward = None
+        self.on_device = bool(config.data.augment.get("on_device", False))
+        self._device_images = None
 
     # -- pieces ---------------------------------------------------------------------------
 
@@ -359,8 +377,32 @@ class Run:
                 self.model, self.method, self.tx, self.learning_rate, self.mesh,
                 mixup_alpha=self.config.mixup_alpha,
                 mixup_epochs=None if mixup_epochs < 0 else mixup_epochs,
-                steps_per_epoch=self.steps_per_epoch, teacher=self.teacher)
+                steps_per_epoch=self.steps_per_epoch, teacher=self.teacher,
+                **self._device_step_arguments())
         return self._train_step
+
+    def _device_step_arguments(self) -> dict[str, Any]:
+        if not self.on_device:
+            return {}
+        keys = ("index", "label") + (() if self.epochs.last_batch == "stream" else ("mask",))
+        return {"batch_augment": device_augment.make_batch_augment(
+                    self.config.data.augment, mean=self.dataset.mean, std=self.dataset.std),
+                "batch_keys": keys}
+
+    @property
+    def device_images(self) -> jax.Array:
+        """The training images, uint8 [N, H, W, C] in split order, replicated on every device
+        (augmentation on device)."""
+        if self._device_images is None:
+            split = self.dataset.train
+            records = [split.source[int(i)] for i in split.indices]
+            labels = np.asarray([r["label"] for r in records])
+            if not np.array_equal(labels, np.asarray(split.labels)):
+                raise ValueError("the training split's labels differ from its records' labels; "
+                                 "data.augment.on_device needs them equal")
+            images = np.stack([r["image"] for r in records])
+            self._device_images = _replicate(images, NamedSharding(self.mesh, P()))
+        return self._device_images
 
     @train_step.setter
     def train_step(self, step_fn) -> None:
@@ -390,6 +432,11 @@ class Run:
 
     def train_data(self) -> pipeline.grain.MapDataset:
         cfg = self.config
+        if self.on_device:
+            return pipeline.train_index_dataset(
+                self.dataset.train, global_batch_size=cfg.batch_size, seed=cfg.seed,
+                sharding=self.sharding, sampler=cfg.data.sampler,
+                last_batch=self.epochs.last_batch)
         return pipeline.train_dataset(
             self.dataset.train, global_batch_size=cfg.batch_size, seed=cfg.seed,
             mean=self.dataset.mean, std=self.dataset.std,
@@ -526,6 +573,8 @@ class Run:
 
             for step in range(start_step, self.total_steps):
                 batch = self.to_global(next(iterator))
+                if self.on_device:
+                    batch["source"] = self.device_images
                 state, step_metrics = self.train_step(state, batch, self.step_rng,
                                                       teacher_variables)
                 pending.append((step + 1, step_metrics))

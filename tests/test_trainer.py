@@ -18,7 +18,7 @@ from helpers import CONFIG_DIR, assert_trees_close, load_config
 from helpers import tiny_config as tiny
 
 from ltx import checkpointing, methods, models, optim, trainer
-from ltx.data import digits, splits
+from ltx.data import device_augment, digits, splits
 
 
 def tiny_config(epochs=2):
@@ -30,7 +30,9 @@ def tiny_config(epochs=2):
     return c
 
 
-def test_train_step_on_four_devices_equals_one_device():
+@pytest.mark.parametrize("on_device", [False, True])
+def test_train_step_on_four_devices_equals_one_device(on_device):
+    """Also with the augmentation in the step (its draws cover the global batch)."""
     assert jax.device_count() >= 4, "conftest.py should give four fake CPU devices"
     config = tiny_config()
     dataset = digits.digits_lt(imbalance_ratio=10)
@@ -45,18 +47,30 @@ def test_train_step_on_four_devices_equals_one_device():
                 "mask": np.ones(16, bool)} for _ in range(3)]
     # An epoch's smaller last batch: 9 real rows, so the fourth device holds only padding.
     batches[-1]["mask"] = np.arange(16) < 9
+    source = np.stack([dataset.train.source[int(i)]["image"] for i in dataset.train.indices])
+    augment = None
+    if on_device:
+        for batch in batches:
+            batch["index"] = rng.integers(0, len(source), 16).astype(np.int32)
+            del batch["image"]
+        augment = device_augment.make_batch_augment(config.data.augment, mean=dataset.mean,
+                                                    std=dataset.std)
 
     results = []
     for devices in (jax.devices()[:1], jax.devices()[:4]):
         mesh = trainer.make_mesh(devices)
         state = trainer.create_train_state(jax.random.key(0, impl="rbg"), model, tx, (8, 8, 1),
                                            mesh)
-        step = trainer.make_train_step(model, method, tx, lr, mesh, mixup_alpha=0.4)
+        step = trainer.make_train_step(model, method, tx, lr, mesh, mixup_alpha=0.4,
+                                       batch_augment=augment)
         data_sharding = NamedSharding(mesh, P("data"))
+        images = jax.device_put(source, NamedSharding(mesh, P()))
         losses = []
         for batch in batches:
-            state, metrics = step(state, jax.device_put(batch, data_sharding), jax.random.key(1),
-                                  None)
+            batch = jax.device_put(batch, data_sharding)
+            if on_device:
+                batch["source"] = images
+            state, metrics = step(state, batch, jax.random.key(1), None)
             losses.append(float(metrics["loss_sum"]))
         assert len(state.params["stem"]["conv"]["kernel"].sharding.device_set) == len(devices)
         results.append((jax.device_get(state), losses))
@@ -78,9 +92,12 @@ class _Interrupt(Exception):
     pass
 
 
-def test_resume_after_a_stop_gives_the_uninterrupted_state(tmp_path):
+@pytest.mark.parametrize("on_device", [False, True])
+def test_resume_after_a_stop_gives_the_uninterrupted_state(tmp_path, on_device):
     config = tiny_config(epochs=2)
+    config.data.augment.on_device = on_device  # Host pipeline, or augmentation in the step.
     straight = trainer.Run(config, str(tmp_path / "straight"))
+    assert ("index" in straight.train_data()[0]) == on_device
     final_straight = straight.train()
 
     interrupted = trainer.Run(config, str(tmp_path / "resumed"))
