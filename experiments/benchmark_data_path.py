@@ -5,10 +5,10 @@ Both paths produce the same batches (`ltx.data.pipeline.train_dataset` vs
 sized in-memory training set (10,847 random 32x32x3 images, CIFAR-100-LT at ratio 100), batch
 128, pad-4 crop + flip + normalisation, the padded last batch of every epoch.
 
-- host: the grain iterator in this process (`data.num_workers=0`, ltx's default), optionally
-  with the CIFAR AutoAugment policy (`--autoaugment`), which has no device form yet;
-- device: the index iterator on the host plus the jitted gather + crop + flip + normalise of the
-  train step, on an array already on the device; the step's output is waited for every batch.
+- host: the grain iterator in this process (`data.num_workers=0`, ltx's default);
+- device: the index iterator on the host plus the jitted gather + augmentation + normalisation
+  of the train step, on an array already on the device; the output is waited for every batch.
+`--autoaugment` adds the AutoAugment CIFAR-10 policy to both, `--rotation=15` RIDE's rotation.
 
 The two are timed in alternating rounds (`--rounds`, each `--batches` batches) and the median
 images/s of each, and their ratio, are printed. `--one-core` pins the process to one CPU core
@@ -33,7 +33,8 @@ def parse_args(argv=None):
     p.add_argument("--images", type=int, default=10847)
     p.add_argument("--batches", type=int, default=40, help="Batches per timed round.")
     p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--autoaugment", action="store_true", help="Host path with AutoAugment.")
+    p.add_argument("--autoaugment", action="store_true", help="Add the AutoAugment policy.")
+    p.add_argument("--rotation", type=float, default=0.0, help="RandomRotation degrees.")
     p.add_argument("--one-core", action="store_true",
                    help="Pin to CPU 0 and run XLA single-threaded.")
     return p.parse_args(argv)
@@ -58,13 +59,15 @@ def main(argv=None) -> None:
     split = splits.Split(splits.ArraySource(images, labels), np.arange(args.images), labels)
     mean, std = augment.CIFAR_MEAN, augment.CIFAR_STD
     transform = augment.make_train_transform(crop_padding=4, flip=True,
-                                             autoaugment=args.autoaugment)
+                                             autoaugment=args.autoaugment,
+                                             rotation=args.rotation)
     host_it = pipeline.train_iterator(pipeline.train_dataset(
         split, global_batch_size=args.batch, seed=0, mean=mean, std=std, transform=transform))
     index_it = pipeline.train_iterator(pipeline.train_index_dataset(
         split, global_batch_size=args.batch, seed=0))
     batch_augment = device_augment.make_batch_augment(
-        {"kind": "cifar", "crop_padding": 4, "flip": True}, mean=mean, std=std)
+        {"kind": "cifar", "crop_padding": 4, "flip": True, "autoaugment": args.autoaugment,
+         "rotation": args.rotation}, mean=mean, std=std)
     source = jax.device_put(images)
     step = jax.jit(lambda key, source, index: batch_augment(key, source[index]))
     key = jax.random.key(0)
@@ -92,9 +95,10 @@ def main(argv=None) -> None:
     cores = len(os.sched_getaffinity(0))
     print(f"{jax.default_backend()} backend, {cores} core(s), batch {args.batch}, "
           f"{args.rounds} alternating rounds of {args.batches} batches")
-    print(f"host pipeline (crop + flip{' + AutoAugment' if args.autoaugment else ''} "
-          f"+ normalise): {host:,.0f} images/s")
-    print(f"on device (gather + crop + flip + normalise): {device:,.0f} images/s")
+    steps = "crop + flip" + (" + AutoAugment" if args.autoaugment else "") + (
+        f" + rotation {args.rotation:g}" if args.rotation else "") + " + normalise"
+    print(f"host pipeline ({steps}): {host:,.0f} images/s")
+    print(f"on device (gather + {steps}): {device:,.0f} images/s")
     print(f"ratio device / host: {device / host:.1f}")
     sys.stdout.flush()
 

@@ -8,14 +8,17 @@ and the step gathers the batch and augments it here. Every random draw comes fro
 and covers the global batch, so a batch is the same on any number of devices or hosts and after
 a resume.
 
-Implemented on device: CIFAR's RandomCrop(H, padding) with zero padding, RandomHorizontalFlip,
-normalisation; Mixup runs in the step as on the host path. Rotation and AutoAugment stay on the
-host pipeline for now (`check_supported` names them). The crop and flip are index arithmetic
-(one gather per axis), which XLA:CPU runs at about 4x the speed of a per-image dynamic slice.
+Every augmentation of the 'cifar' kind runs on device, in the host path's order: RandomCrop(H,
+padding) with zero padding, RandomHorizontalFlip, the AutoAugment CIFAR-10 policy and
+RandomRotation (`ltx.data.device_autoaugment`), then normalisation; Mixup runs in the step as
+on the host path. The crop and flip are index arithmetic (one gather per axis), which XLA:CPU
+runs at about 4x the speed of a per-image dynamic slice.
 
-For equal random parameters the output equals the host path's `augment.random_crop` followed by
-`augment.random_flip` and `augment.normalize` exactly; the parameters themselves come from JAX's
-generator, not NumPy's, so the two paths draw different (equally distributed) augmentations.
+For equal random parameters the crop, flip and normalisation equal the host path's
+`augment.random_crop`, `augment.random_flip` and `augment.normalize` exactly, and the AutoAugment
+operations and the rotation equal Pillow's up to rare one-level (or one-pixel) rounding
+differences (see `device_autoaugment`); the parameters themselves come from JAX's generator,
+not NumPy's, so the two paths draw different, equally distributed augmentations.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+
+from ltx.data import device_autoaugment
 
 # The datasets whose training split is an in-memory `splits.ArraySource`.
 IN_MEMORY_DATASETS = ("digits_lt", "cifar10_lt", "cifar100_lt")
@@ -43,12 +48,6 @@ def unsupported(aug_config, dataset_name: str) -> list[str]:
     if kind != "cifar":
         problems.append(f"config.data.augment.kind={kind!r} with on_device=True; expected "
                         "'cifar'")
-    if aug_config.get("rotation", 0.0):
-        problems.append(f"config.data.augment.rotation={aug_config.rotation} with "
-                        "on_device=True; rotation runs on the host only: set on_device=False")
-    if aug_config.get("autoaugment", False):
-        problems.append("config.data.augment.autoaugment=True with on_device=True; AutoAugment "
-                        "runs on the host only: set on_device=False")
     return problems
 
 
@@ -97,19 +96,34 @@ def normalize(images: jax.Array, mean: Sequence[float], std: Sequence[float]) ->
 
 def make_batch_augment(aug_config, *, mean: Sequence[float], std: Sequence[float]
                        ) -> BatchAugment:
-    """`fn(key, images uint8 [B, H, W, C]) -> float32 [B, H, W, C]`: the configured crop and
-    flip, then normalisation. Raises ValueError for augmentations that have no device form."""
+    """`fn(key, images uint8 [B, H, W, C]) -> float32 [B, H, W, C]`: the host path's order,
+    crop, flip, AutoAugment (RGB only), rotation, then normalisation."""
     problems = unsupported(aug_config, "digits_lt")  # The dataset is checked by the caller.
     if problems:
         raise ValueError("; ".join(problems))
     padding = int(aug_config.get("crop_padding", 0))
     flip = bool(aug_config.get("flip", False))
+    policy = bool(aug_config.get("autoaugment", False))
+    rotation = float(aug_config.get("rotation", 0.0))
     mean, std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
 
     def batch_augment(key, images):
+        crop_key, policy_key, rotation_key = jax.random.split(key, 3)
+        batch = images.shape[0]
         if padding or flip:
-            offsets, flips = draw_crop_flip(key, images.shape[0], padding=padding, flip=flip)
+            offsets, flips = draw_crop_flip(crop_key, batch, padding=padding, flip=flip)
             images = crop_flip(images, offsets, flips, padding=padding)
+            if policy or rotation:  # Materialised: fused into their gathers it is recomputed.
+                images = jax.lax.optimization_barrier(images)
+        if policy:
+            if images.shape[-1] != 3:
+                raise ValueError(f"AutoAugment's CIFAR policy needs RGB images; got "
+                                 f"{images.shape[-1]} channel(s)")
+            images = jax.lax.optimization_barrier(device_autoaugment.autoaugment(
+                images, *device_autoaugment.draw_policy(policy_key, batch)))
+        if rotation:
+            angles = device_autoaugment.rotation_angles(rotation_key, batch, rotation)
+            images = device_autoaugment.rotate(images, angles, jnp.zeros((images.shape[-1],)))
         return normalize(images, mean, std)
 
     return batch_augment
