@@ -206,7 +206,7 @@ def config_fingerprint(config, num_experts: int, model_additions=None) -> str:
     `model_additions` are the method's additions to the model (a router, ...).
     """
     model = {k: v for k, v in config.model.to_dict().items()
-             if k not in ("expert_strategy", "init_checkpoint")}
+             if k not in ("expert_strategy", "init_checkpoint", "dtype")}
     model.update(model_additions or {})
     parts = {"model": model, "num_experts": num_experts, "data": config.data.name}
     return json.dumps(parts, sort_keys=True, default=str)

@@ -142,6 +142,10 @@ def evaluate(argv=None) -> None:
                           "weights on every test distribution (models whose ensemble is the "
                           "mean of >= 2 experts: SADE, BalPoE).")
         flags.DEFINE_integer("test_time_seed", 0, "Seed of the test-time aggregation's views.")
+        flags.DEFINE_integer("test_time_epochs", None, "Epochs of the test-time aggregation "
+                             "(default: the official 5).")
+        flags.DEFINE_float("test_time_learning_rate", None, "Its learning rate (default: the "
+                           "official one of the dataset).")
         key_flags(__name__)
 
     def main(argv):
@@ -157,9 +161,19 @@ def evaluate(argv=None) -> None:
         if f.shot_convention is not None and f.shot_convention not in shots.SHOT_CONVENTIONS:
             raise ValueError(f"--shot_convention={f.shot_convention!r}; expected one of "
                              f"{sorted(shots.SHOT_CONVENTIONS)}")
+        overrides = {k: v for k, v in (("epochs", f.test_time_epochs),
+                                        ("learning_rate", f.test_time_learning_rate))
+                     if v is not None}
+        if overrides and not f.test_time_aggregation:
+            raise ValueError(f"--test_time_{next(iter(overrides))} without "
+                             "--test_time_aggregation")
+        if overrides:
+            from ltx.methods.sade import test_time
+            test_time.Settings(**overrides)  # Bad values fail here, before the restore.
         report.evaluate_workdir(workdir, shot_convention=f.shot_convention, step=f.step,
                                 max_per_class=f.max_per_class, pictures=f.pictures, verbose=True,
-                                test_time=f.test_time_aggregation, test_time_seed=f.test_time_seed)
+                                test_time=f.test_time_aggregation, test_time_seed=f.test_time_seed,
+                                test_time_overrides=overrides)
         print(f"Wrote {os.path.join(workdir, 'eval')}/report.json, report.md"
               + (" and the PNGs." if f.pictures else "."))
 

@@ -214,6 +214,7 @@ def _static_problems(config) -> list[str]:
     c.number("model.cosine_scale", low=0, low_open=True)
     c.choice("model.expert_strategy", models.EXPERT_STRATEGIES)
     c.choice("model.bn_running_var", models.BN_RUNNING_VARS, required=False)
+    c.choice("model.dtype", models.COMPUTE_DTYPES, required=False)
     c.existing_path("model.init_checkpoint", directory=False,
                     what="an ltx workdir or a checkpoint file")
 

@@ -53,6 +53,9 @@ def base_config() -> ml_collections.ConfigDict:
     # BatchNorm's running variance: 'unbiased' (PyTorch, every official code base) or 'biased'
     # (flax's nn.BatchNorm). Batch statistics are those of the global batch either way.
     c.model.bn_running_var = "unbiased"
+    # 'bfloat16': convolutions and matmuls of the trunk in bfloat16 (mixed precision); parameters,
+    # BatchNorm statistics, the heads, logits and losses stay float32.
+    c.model.dtype = "float32"
     # An ltx workdir (or its checkpoints/<step> folder) whose parameters initialise the model;
     # trunk weights are copied into every expert (see ltx.checkpointing.transplant).
     c.model.init_checkpoint = ""

@@ -152,7 +152,8 @@ def evaluate_workdir(workdir: str, *, shot_convention: str | None = None,
                      factors: Sequence[int] = IMBALANCE_FACTORS, num_bins: int | None = None,
                      pictures: bool = True, verbose: bool = False,
                      predictor=None, run=None, test_time: bool = False,
-                     test_time_seed: int = 0) -> dict[str, Any]:
+                     test_time_seed: int = 0,
+                     test_time_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Evaluates the final predictor of `workdir` and writes `<workdir>/eval/`; returns the report.
 
     Args:
@@ -171,6 +172,8 @@ def evaluate_workdir(workdir: str, *, shot_convention: str | None = None,
         (`ltx.methods.sade.test_time`, the official settings for the dataset) and report the
         accuracy with them beside the plain mean of the experts.
       test_time_seed: seeds the views and batch orders of the test-time aggregation.
+      test_time_overrides: fields of `ltx.methods.sade.test_time.Settings` to change from the
+        official ones (e.g. {'epochs': 50} for test sets much smaller than CIFAR's).
 
     Returns:
       The dict written to report.json: 'meta', 'uniform' {'ensemble', 'experts'},
@@ -231,7 +234,8 @@ def evaluate_workdir(workdir: str, *, shot_convention: str | None = None,
                                             labels=test.labels[idx])
                 yield name, expert_logits[:, idx], logits[idx], labels[idx], split
     distributions, test_time_results = {}, {}
-    settings = test_time_lib.official_settings(cfg.data) if test_time else None
+    settings = (test_time_lib.official_settings(cfg.data, **(test_time_overrides or {}))
+                if test_time else None)
     for position, (name, sub_experts, sub_logits, sub_labels, split) in enumerate(shifted()):
         if test_time:
             learned = test_time_lib.learn_weights(

@@ -15,6 +15,7 @@ the default; 'biased', flax's).
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 
 from ltx.models.heads import HEAD_KINDS, CosineHead, LinearHead, LWSHead, make_head  # noqa: F401
 from ltx.models import resnet_imagenet
@@ -25,6 +26,8 @@ ARCHITECTURES = ("resnet32", *IMAGENET_ARCHITECTURES)
 IMAGENET_WIDTHS = (64, 128, 256, 512)
 EXPERT_STRATEGIES = ("auto", "vmap", "scan")
 BN_RUNNING_VARS = ("unbiased", "biased")
+# config.model.dtype -> the trunk's computation dtype (mixed precision with float32 parameters).
+COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def resolve_expert_strategy(strategy: str) -> str:
@@ -55,7 +58,11 @@ def build(model_config, *, num_classes: int, num_experts: int) -> MultiExpertNet
     if running_var not in BN_RUNNING_VARS:
         raise ValueError(f"model.bn_running_var={running_var!r}; expected one of "
                          f"{BN_RUNNING_VARS}")
+    dtype = cfg.get("dtype", "float32")
+    if dtype not in COMPUTE_DTYPES:
+        raise ValueError(f"model.dtype={dtype!r}; expected one of {tuple(COMPUTE_DTYPES)}")
     common = dict(
+        dtype=COMPUTE_DTYPES[dtype],
         num_classes=num_classes,
         num_experts=num_experts,
         num_shared_stages=cfg.num_shared_stages,
