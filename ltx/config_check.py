@@ -158,7 +158,7 @@ def _static_problems(config) -> list[str]:
 
     # data
     name = c.choice("data.name", datasets.NAMES)
-    c.number("data.num_workers", integer=True, low=0)
+    c.number("data.num_workers", integer=True, low=-1)
     c.choice("data.sampler", pipeline.SAMPLERS)
     c.choice("data.last_batch", pipeline.LAST_BATCH, required=False)
     kind = c.choice("data.augment.kind", ("cifar", "imagenet"))

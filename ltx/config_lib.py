@@ -28,7 +28,8 @@ def base_config() -> ml_collections.ConfigDict:
 
     c.data = ml_collections.ConfigDict()
     c.data.name = ""  # A dataset helper below sets it with its family's fields.
-    c.data.num_workers = 0  # grain worker processes for decoding and augmentation.
+    # grain worker processes for decoding and augmentation; -1: one per core but one (at most 16).
+    c.data.num_workers = 0
     c.data.sampler = "shuffle"  # Or 'class_balanced' (RIDE's router stage).
     # Epochs as the official DataLoaders count them (drop_last=False): ceil(N / B) steps, the last
     # batch smaller (padded and masked). 'drop': floor(N / B); 'stream': ltx's earlier batches
@@ -329,7 +330,7 @@ def large_scale_config(*, dataset: str, arch: str, mixup_alpha: float, root: str
         raise ValueError(f"dataset={dataset!r}; expected one of {sorted(_LARGE_SCALE_RECIPES)}")
     epochs, lr, batch, wd, schedule, warmup, decay = _LARGE_SCALE_RECIPES[dataset]
     c = add_imagenet_resnet(add_list_file_data(base_config(), dataset, root=root), arch)
-    c.data.num_workers = 8
+    c.data.num_workers = -1  # Decoding: a worker per core but one.
     c.data.augment.randaugment = randaugment
     c.model.num_shared_stages = 2
     c.mixup_alpha = mixup_alpha
@@ -372,7 +373,7 @@ def custom_config(*, root: str, arch: str, num_epochs: int, imbalance_ratio: flo
     c.data.augment.crop_size = crop
     c.data.augment.eval_resize = int(round(crop * 8 / 7))  # 256 for 224, as ImageNet's.
     c.data.imbalance_ratio = float(imbalance_ratio)
-    c.data.num_workers = min(8, os.cpu_count() or 1)
+    c.data.num_workers = -1  # Decoding: a worker per core but one.
     c.mixup_alpha = mixup_alpha
     c.num_epochs = num_epochs
     sgd_recipe(c, lr=0.1, batch_size=128, weight_decay=5e-4, schedule="cosine",

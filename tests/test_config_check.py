@@ -43,7 +43,7 @@ CATALOGUE = [
     ("digits_lt_balpoe", "data.profile", "linear", "config.data.profile='linear'"),
     ("digits_lt_balpoe", "data.sampler", "balanced", "config.data.sampler='balanced'"),
     ("digits_lt_balpoe", "data.last_batch", "keep", "config.data.last_batch='keep'"),
-    ("digits_lt_balpoe", "data.num_workers", -1, "config.data.num_workers=-1"),
+    ("digits_lt_balpoe", "data.num_workers", -2, "config.data.num_workers=-2"),
     ("digits_lt_balpoe", "data.augment.kind", "autoaugment", "config.data.augment.kind="),
     ("digits_lt_balpoe", "data.augment.crop_padding", -4, "config.data.augment.crop_padding=-4"),
     ("digits_lt_balpoe", "data.data_dir", "/no/such/dir", "'/no/such/dir'; expected a data dir"),

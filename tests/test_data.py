@@ -363,3 +363,21 @@ def test_class_balanced_sampler_draws_classes_uniformly_and_is_deterministic(dig
     with pytest.raises(ValueError, match="data.sampler='balanced'; expected"):
         pipeline.train_dataset(d.train, global_batch_size=8, seed=0, mean=d.mean, std=d.std,
                                sampler="balanced")
+
+
+def test_threaded_eval_decoding_keeps_the_order_and_values(digits_dataset):
+    d = digits_dataset
+    kwargs = dict(global_batch_size=64, mean=d.mean, std=d.std,
+                  transform=lambda image: image[::-1].copy())
+    serial = list(pipeline.eval_batches(d.test, threads=1, **kwargs))
+    threaded = list(pipeline.eval_batches(d.test, threads=3, **kwargs))
+    assert len(serial) == len(threaded) == 5
+    for a, b in zip(serial, threaded):
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key])
+
+
+def test_automatic_workers_leave_one_core_to_the_main_process():
+    cores = len(os.sched_getaffinity(0))
+    assert pipeline.resolve_num_workers(pipeline.AUTO_WORKERS) == max(0, min(16, cores - 1))
+    assert pipeline.resolve_num_workers(3) == 3

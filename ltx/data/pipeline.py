@@ -24,8 +24,10 @@ number of processes.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import math
+import os
 import sys
 from typing import Callable, Iterator
 
@@ -270,9 +272,22 @@ def _class_balanced_draw(split: splits.Split):
     return draw
 
 
+AUTO_WORKERS = -1  # data.num_workers: one worker process per core but one, at most 16.
+
+
+def resolve_num_workers(num_workers: int) -> int:
+    """`data.num_workers` as a count: itself, or for AUTO_WORKERS the cores this process may
+    use less one (the main process feeds the devices), between 0 and 16."""
+    if num_workers != AUTO_WORKERS:
+        return int(num_workers)
+    return max(0, min(16, len(os.sched_getaffinity(0)) - 1))
+
+
 def train_iterator(dataset: grain.MapDataset, *, num_workers: int = 0,
                    prefetch: int = 2) -> grain.DatasetIterator:
-    """A checkpointable iterator (`get_state()` / `set_state()`) over `train_dataset`."""
+    """A checkpointable iterator (`get_state()` / `set_state()`) over `train_dataset`, read by
+    `num_workers` worker processes (AUTO_WORKERS: `resolve_num_workers`)."""
+    num_workers = resolve_num_workers(num_workers)
     it_ds = dataset.to_iter_dataset(grain.ReadOptions(num_threads=max(prefetch, 1),
                                                       prefetch_buffer_size=prefetch))
     if num_workers > 0:
@@ -288,12 +303,15 @@ def eval_batches(
     std,
     transform: EvalTransform | None = None,
     sharding: Sharding = Sharding(),
+    threads: int | None = None,
 ) -> Iterator[dict[str, np.ndarray]]:
     """Yields every record of `split` once, in order, as padded local batches.
 
     Every process yields the same number of batches (padding with `mask == False` rows), so a
     jitted eval step sees one shape and no host waits on another. `transform` (the dataset's
-    `eval_transform`, e.g. resize + centre crop) maps each record's image before normalisation.
+    `eval_transform`, e.g. resize + centre crop) maps each record's image before normalisation;
+    records that need it (decoded files) are read by a pool of `threads` threads (default: one
+    per core, at most 16; Pillow releases the GIL while it decodes and resizes), in order.
 
     Yields:
       {'image': float32 [b, H, W, C], 'label': int32 [b], 'mask': bool [b], 'index': int64 [b]}
@@ -311,9 +329,23 @@ def eval_batches(
             record = {"image": transform(record["image"]), "label": record["label"]}
         return normalize(record)
 
+    if threads is None:
+        threads = min(16, len(os.sched_getaffinity(0))) if transform is not None else 1
+    pool = concurrent.futures.ThreadPoolExecutor(threads) if threads > 1 else None
+    read = (lambda chunk: list(pool.map(prepare, chunk))) if pool else (
+        lambda chunk: [prepare(p) for p in chunk])
+    try:
+        yield from _padded_batches(read, positions, local, num_batches, prepare)
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _padded_batches(read, positions, local, num_batches, prepare):
+    """`eval_batches`' batches of the positions, `read(chunk)` giving the prepared records."""
     for b in range(num_batches):
         chunk = positions[b * local:(b + 1) * local]
-        records = [prepare(p) for p in chunk]
+        records = read(chunk)
         pad = local - len(chunk)
         if records:
             images = np.stack([r["image"] for r in records])
