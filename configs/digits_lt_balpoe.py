@@ -9,7 +9,7 @@ experts, cosine heads x 30, gLA loss with lambdas (1, 0, -1) (code: tau_list 0;1
 Nesterov, weight decay 5e-4, warmup 5 epochs then x0.1 at 80% and 90% of training, and an ensemble
 that averages the expert logits. Adapted to 8x8 inputs: crop padding 1, no flip (digits are not
 mirror-symmetric), no rotation, 60 epochs of batch 64 (the stages see 8, 4 and 2 pixels). Mixup
-is off here; the argument `mixup=0.4` gives BalPoE+Mixup (see experiments/digits_lt_compare.py).
+is off here; the argument `mixup=0.4` gives BalPoE+Mixup (the README table, `ltx-sweep`).
 
 Arguments (`--config=configs/digits_lt_balpoe.py:ir=20,mixup=0.4`): ir (imbalance ratio),
 mixup (alpha), epochs.

@@ -94,3 +94,21 @@ def test_plots_of_an_axis_and_of_the_test_distributions(tmp_path):
     assert sorted(os.path.basename(p) for p in written) == [
         "groups.png", "vs_ir.png", "vs_test_distribution.png"]
     assert all(os.path.getsize(p) > 1000 for p in written)
+
+
+def test_shifted_columns_are_sample_accuracies_with_test_time_ones_where_evaluated(tmp_path):
+    """The table's test-distribution columns read each report's sample accuracy (the references'
+    headline) and, where every seed has one, the test-time aggregation's."""
+    finals = {c: 90.0 for c in sweep.COLUMNS}
+    for seed, (plain, learned) in enumerate([(80.0, 84.0), (82.0, 86.0)], start=1):
+        workdir = tmp_path / "digits_lt_sade" / f"seed{seed}"
+        (workdir / "eval").mkdir(parents=True)
+        (workdir / "final_metrics.json").write_text(json.dumps(finals))
+        report = {"distributions": {"forward-50": {"plain": {"top1_samples": plain,
+                                                             "top1_all": 10.0}}},
+                  "test_time": {"distributions": {"forward-50": {
+                      "report": {"top1_samples": learned}}}}}
+        (workdir / "eval" / "report.json").write_text(json.dumps(report))
+    (row,) = sweep.collect(str(tmp_path))
+    assert row["distributions"]["forward-50"] == pytest.approx((81.0, 1.0))
+    assert row["distributions"]["forward-50 test-time"] == pytest.approx((85.0, 1.0))
