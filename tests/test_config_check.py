@@ -3,6 +3,8 @@ reported before any data, device or model work, naming its key and value."""
 
 import glob
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -149,3 +151,18 @@ def test_stand_in_counts_are_long_tailed_with_the_ratio():
     counts = config_check.stand_in_counts(10, 10.0)
     assert counts[0] == 100 and counts[-1] == 10
     assert all(a >= b for a, b in zip(counts, counts[1:]))
+
+
+def test_the_static_check_starts_no_jax_backend():
+    """jax.distributed.initialize() must come before any backend starts; the static tier runs
+    before it, so neither it nor the modules it imports may create a JAX array."""
+    code = ("import sys; sys.path.insert(0, 'tests')\n"
+            "import jax._src.xla_bridge as xb\n"
+            "from helpers import tiny_config\n"
+            "from ltx import config_check\n"
+            "assert config_check.problems(tiny_config(), built=False) == []\n"
+            "print(sorted(xb._backends))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=os.path.join(os.path.dirname(__file__), os.pardir), timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"

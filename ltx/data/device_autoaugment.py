@@ -30,7 +30,9 @@ import numpy as np
 
 from ltx.data import augment
 
-_FILL = jnp.asarray(augment._AFFINE_FILL, jnp.float32)  # noqa: SLF001 (the host's constant)
+# A NumPy constant: a jnp array made at import would start JAX's backend, which must wait for
+# jax.distributed.initialize() on multi-host runs.
+_FILL = np.asarray(augment._AFFINE_FILL, np.float32)  # noqa: SLF001 (the host's constant)
 _AXES = (1, 2)  # H, W of [B, H, W, C].
 
 # The operations by family: a step of the policy costs one pass of each family over the batch
