@@ -78,7 +78,7 @@ def device_counts(spec: str, available: int) -> list[int]:
 
 
 def build(layout: str, dtype: str, tiny: bool):
-    """(config, model, method, image_shape) of a layout."""
+    """(config, model, method, image_shape, num_classes) of a layout."""
     from ltx import config_lib, methods, models
     from ltx.data import long_tail
 

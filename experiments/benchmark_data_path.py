@@ -1,9 +1,10 @@
 """Images per second of the training-data path: the host pipeline against augmentation on device.
 
-Both paths produce the same batches (`ltx.data.pipeline.train_dataset` vs
-`train_index_dataset` + `ltx.data.device_augment`; tests/test_device_augment.py): a CIFAR-LT
-sized in-memory training set (10,847 random 32x32x3 images, CIFAR-100-LT at ratio 100), batch
-128, pad-4 crop + flip + normalisation, the padded last batch of every epoch.
+Both paths make the same kind of batches (`ltx.data.pipeline.train_dataset` vs
+`train_index_dataset` + `ltx.data.device_augment`; tests/test_device_augment.py checks that
+they agree for the same random parameters): a CIFAR-LT sized in-memory training set (10,847
+random 32x32x3 images, CIFAR-100-LT at ratio 100), batch 128, pad-4 crop + flip +
+normalisation, the padded last batch of every epoch.
 
 - host: the grain iterator in this process (`data.num_workers=0`, ltx's default);
 - device: the index iterator on the host plus the jitted gather + augmentation + normalisation

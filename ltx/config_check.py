@@ -171,8 +171,6 @@ def _static_problems(config) -> list[str]:
             c.number("data.augment.crop_padding", integer=True, low=0)
             c.number("data.augment.rotation", low=0)
             c.boolean("data.augment.autoaugment")
-        if c.get("data.augment.on_device") is True:
-            c.found.extend(device_augment.unsupported(config.data.augment, name))
     elif name is not None:  # The list-file datasets.
         if kind != "imagenet" and kind is not None:
             c.bad("data.augment.kind", kind, f"'imagenet' for {name} (images of every size)")
@@ -189,11 +187,11 @@ def _static_problems(config) -> list[str]:
             c.number("data.imbalance_ratio", low=1)
             c.choice("data.profile", long_tail.PROFILES)
             c.number("data.subset_seed", integer=True)
-        if c.get("data.augment.on_device") is True:
-            c.found.extend(device_augment.unsupported(config.data.augment, name))
         if kind == "imagenet":
             c.number("data.augment.crop_size", integer=True, low=1)
             c.number("data.augment.eval_resize", integer=True, low=1)
+    if name is not None and c.get("data.augment.on_device") is True:
+        c.found.extend(device_augment.unsupported(config.data.augment, name))
 
     # model
     arch = c.choice("model.name", models.ARCHITECTURES)

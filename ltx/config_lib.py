@@ -40,8 +40,8 @@ def base_config() -> ml_collections.ConfigDict:
     # 'imagenet': random resized crop/flip/colour jitter/RandAugment (the list-file datasets).
     c.data.augment.kind = "cifar"
     c.data.augment.flip = True
-    # In-memory datasets: keep the training images on the devices and crop/flip/normalise the
-    # batch inside the train step (ltx.data.device_augment) instead of in host Python.
+    # In-memory datasets: keep the training images on the devices and run the whole augmentation
+    # inside the train step (ltx.data.device_augment) instead of in host Python.
     c.data.augment.on_device = False
 
     c.model = ml_collections.ConfigDict()

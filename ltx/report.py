@@ -243,8 +243,7 @@ def evaluate_workdir(workdir: str, *, shot_convention: str | None = None,
                 test_time_lib.split_images(split), num_experts=int(sub_experts.shape[0]),
                 mean=dataset.mean, std=dataset.std, settings=settings,
                 seed=(test_time_seed, position))
-            weighted = np.asarray(test_time_lib.aggregate(jnp.log(learned.weights),
-                                                          jnp.asarray(sub_experts)))
+            weighted = np.tensordot(learned.weights, sub_experts, axes=1)  # [N, C]
             test_time_results[name] = {
                 "weights": learned.weights.tolist(), "epochs": learned.epochs,
                 "losses": list(learned.losses),

@@ -144,17 +144,16 @@ def make_train_step(model, method: methods.Method, tx: optax.GradientTransformat
                     learning_rate: optax.Schedule, mesh: jax.sharding.Mesh, *,
                     mixup_alpha: float = 0.0, mixup_epochs: float | None = None,
                     steps_per_epoch: float = 1.0, teacher: Teacher | None = None,
-                    batch_augment: device_augment.BatchAugment | None = None,
-                    batch_keys: tuple[str, ...] = ("index", "label", "mask")):
+                    batch_augment: device_augment.BatchAugment | None = None):
     """The jitted train step `(state, batch, rng, teacher_variables) -> (state, metrics)`.
 
     `batch` is {'image': float [B, H, W, C], 'label': int [B]} sharded on 'data', with 'mask'
     bool [B] when it may be padded (`data.last_batch='pad'`): padding rows then count in no loss,
     metric or BatchNorm statistic, so the step is that of the smaller batch. With
     `batch_augment` (augmentation on device) it is instead {'index': int [B] positions into
-    'source', the replicated uint8 training images [N, H, W, C], 'label', 'mask'}, the fields
-    `batch_keys` and 'source'; the step gathers the images and augments them with a key of its
-    own step. `rng` is the
+    'source', the replicated uint8 training images [N, H, W, C], 'label', 'mask'}, each field
+    already laid out as it comes (`to_global` for the first, replicated 'source'); the step
+    gathers the images and augments them with a key of its own step. `rng` is the
     run's base key; the step folds in its own step number, so a resumed run draws the same Mixup
     coefficients as an uninterrupted one. Mixup is on for epochs < `mixup_epochs` (None: all; ACE
     ends with mixup-free epochs). `teacher_variables` are `teacher.variables` (None without a
@@ -212,9 +211,8 @@ def make_train_step(model, method: methods.Method, tx: optax.GradientTransformat
         return new_state, metrics
 
     replicated = NamedSharding(mesh, P())
-    data = NamedSharding(mesh, P("data"))
-    batch_sharding = data if batch_augment is None else {
-        **{key: data for key in batch_keys}, "source": replicated}
+    # On device the batch mixes sharded and replicated fields: None keeps each one's layout.
+    batch_sharding = NamedSharding(mesh, P("data")) if batch_augment is None else None
     return jax.jit(step_fn, in_shardings=(replicated, batch_sharding, replicated, replicated),
                    out_shardings=(replicated, replicated), donate_argnums=(0,))
 
@@ -384,10 +382,8 @@ class Run:
     def _device_step_arguments(self) -> dict[str, Any]:
         if not self.on_device:
             return {}
-        keys = ("index", "label") + (() if self.epochs.last_batch == "stream" else ("mask",))
         return {"batch_augment": device_augment.make_batch_augment(
-                    self.config.data.augment, mean=self.dataset.mean, std=self.dataset.std),
-                "batch_keys": keys}
+                    self.config.data.augment, mean=self.dataset.mean, std=self.dataset.std)}
 
     @property
     def device_images(self) -> jax.Array:

@@ -62,3 +62,18 @@ def random_outputs(experts, seed=0, router=None, teacher=False):
     router_out = None if router is None else rng.normal(size=(16, router)).astype(np.float32)
     teacher_logits = logits.mean(0) if teacher else None
     return Outputs(logits, router_out, teacher_logits), rng.integers(0, 10, 16)
+
+
+class ScriptedRng:
+    """A stand-in for np.random.Generator that replays preset draws: `integers(...)` returns
+    `integers`, `random()` the next of `randoms`. It feeds a host transform the random parameters
+    another path drew."""
+
+    def __init__(self, integers=0, randoms=()):
+        self._integers, self._randoms = integers, list(randoms)
+
+    def integers(self, *args, **kwargs):
+        return self._integers
+
+    def random(self):
+        return self._randoms.pop(0)

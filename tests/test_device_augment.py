@@ -8,24 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from helpers import load_config, tiny_config
+from helpers import ScriptedRng, load_config, tiny_config
 
 from ltx import checkpointing, config_check
 from ltx.data import augment, device_augment, digits, pipeline
-
-
-class _Scripted:
-    """A stand-in for np.random.Generator that returns preset draws, to feed the host
-    transforms the parameters the device path drew."""
-
-    def __init__(self, offsets, flip):
-        self.offsets, self.flip = offsets, flip
-
-    def integers(self, low, high, size):
-        return np.asarray(self.offsets)
-
-    def random(self):
-        return 0.0 if self.flip else 0.99
 
 
 @pytest.mark.parametrize("padding,shape", [(4, (32, 32, 3)), (1, (8, 8, 1)), (0, (5, 7, 3))])
@@ -39,7 +25,7 @@ def test_crop_and_flip_equal_the_host_transforms_for_the_same_parameters(padding
     offsets, flips = np.asarray(offsets), np.asarray(flips)
     assert 0 < flips.sum() < 16
     for b in range(16):
-        scripted = _Scripted(offsets[b], flips[b])
+        scripted = ScriptedRng(np.asarray(offsets[b]), [0.0 if flips[b] else 0.99])
         expected = augment.random_flip(augment.random_crop(images[b], scripted, padding=padding),
                                        scripted)
         np.testing.assert_array_equal(out[b], expected)

@@ -6,20 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from helpers import ScriptedRng
 from ltx.data import augment, device_augment, device_autoaugment as da
-
-
-class _Coins:
-    """A stand-in for np.random.Generator replaying preset draws (integers, then randoms)."""
-
-    def __init__(self, integer=0, randoms=()):
-        self.integer, self.randoms = integer, list(randoms)
-
-    def integers(self, *args, **kwargs):
-        return self.integer
-
-    def random(self):
-        return self.randoms.pop(0)
 
 
 def _images(seed=0, n=48):
@@ -45,7 +33,8 @@ def test_every_operation_is_pillows(name):
             if name in da.BLENDS:  # The enhance factor, as Pillow receives it.
                 magnitude = 1.0 + magnitude
             host = np.stack([np.asarray(augment._apply_op(
-                Image.fromarray(image), name, level, _Coins(randoms=[0.9 if negative else 0.1])))
+                Image.fromarray(image), name, level,
+                ScriptedRng(randoms=[0.9 if negative else 0.1])))
                 for image in images])
             device = np.asarray(apply(
                 jnp.asarray(images), jnp.full(len(images), da.NAMES.index(name)),
@@ -85,7 +74,7 @@ def test_the_policy_is_the_hosts_for_the_same_draws():
             randoms.append(0.0 if applied[b, k] else 0.999)
             if applied[b, k] and name in da.SIGNED:
                 randoms.append(0.9 if negative[b, k] else 0.1)
-        host = augment.autoaugment_cifar(image, _Coins(int(sub[b]), randoms))
+        host = augment.autoaugment_cifar(image, ScriptedRng(int(sub[b]), randoms))
         differing += np.sum(host != device[b])
     assert differing / device.size <= 5e-3
 

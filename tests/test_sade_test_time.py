@@ -1,4 +1,5 @@
-"""SADE's test-time self-supervised aggregation (ltx.methods.sade.test_time) and its ltx-eval report."""
+"""SADE's test-time self-supervised aggregation (ltx.methods.sade.test_time) and its ltx-eval
+report."""
 
 import dataclasses
 
