@@ -307,3 +307,18 @@ def test_digits_config_trains_end_to_end_with_the_mixup_tail(tmp_path):
     assert load_config("digits_lt_ace", "mixup=0.3").mixup_epochs == 55  # 5 mixup-free epochs.
     final = trainer.Run(config, str(tmp_path / "run")).train()
     assert final["method"] == "ace" and np.isfinite(final["nll"])
+
+
+def test_digits_config_takes_the_ratio_100_thresholds_at_ratio_100():
+    # At ratio 100 the ratio-50 rule leaves expert 1 a single interfering class (its unscaled
+    # suppression norm diverged every seed); the ratio-100 rule (0.3, 0.03) gives it two.
+    counts = np.array([134, 80, 48, 28, 17, 10, 6, 3, 2, 1])
+    assert load_config("digits_lt_ace").method.thresholds == (0.4, 0.1)
+    config = load_config("digits_lt_ace", "ir=100")
+    assert config.method.thresholds == (0.3, 0.03)
+    masks, shares = ace.plan(counts, config.method.thresholds)
+    np.testing.assert_array_equal(np.flatnonzero(masks[1]), np.arange(2, 10))
+    np.testing.assert_array_equal(np.flatnonzero(masks[2]), np.arange(6, 10))
+    np.testing.assert_allclose(shares[2], 12 / 329)
+    ratio_50, _ = ace.plan(counts, (0.4, 0.1))
+    assert (~ratio_50[1]).sum() == 1
