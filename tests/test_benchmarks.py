@@ -5,6 +5,8 @@ import importlib.util
 import os
 import re
 
+import pytest
+
 ROOT = os.path.join(os.path.dirname(__file__), os.pardir)
 
 
@@ -36,3 +38,20 @@ def test_data_path_benchmark_prints_both_paths_and_their_ratio(capsys):
     rates = re.findall(r"([\d,]+) images/s", out)
     assert len(rates) == 2 and all(float(r.replace(",", "")) > 0 for r in rates)
     assert "ratio device / host" in out
+
+
+def test_pytorch_comparison_times_ltx_alone_without_torch(capsys):
+    # CI has no PyTorch: the driver still runs ltx's worker process through its rounds. With
+    # torch (--torch-python) the same rows add the PyTorch rate and the ratio.
+    script = _script("benchmark_vs_pytorch")
+    if script._torch_python("") is not None:
+        pytest.skip("torch is importable here; the ltx-only path is CI's")
+    assert script.main(["--layouts", "single", "--batch", "2", "--image-size", "8",
+                        "--classes", "10", "--rounds", "2", "--steps", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "ltx only" in out
+    row = re.search(r"single\s+params=\s*([\d,]+) ltx=\s*([\d.]+) img/s", out)
+    # ResNet-32 for 10 classes (He et al.'s 0.46M): 0.46M convolution weights, BatchNorm
+    # gamma/beta and the 64 x 10 + 10 head.
+    assert row and int(row.group(1).replace(",", "")) == 464154
+    assert float(row.group(2)) > 0

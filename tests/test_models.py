@@ -490,3 +490,35 @@ def test_bfloat16_computes_the_trunk_in_bfloat16_and_keeps_parameters_and_logits
         outputs[dtype] = np.asarray(logits)
     gap = np.abs(outputs["bfloat16"] - outputs["float32"]).max()
     assert 0 < gap < 0.05 * np.abs(outputs["float32"]).max()  # bfloat16 did run, and is close.
+
+
+@pytest.mark.parametrize("strategy", ["scan", "vmap"])
+def test_cpu_materialised_relus_leave_the_train_gradient_as_it_was(monkeypatch, strategy):
+    # `resnet_cifar.materialize` only stops XLA:CPU fusing each ReLU into its consumers (a speed
+    # lever): the loss, the gradients and the BatchNorm updates are those without it, up to the
+    # order of float32 sums inside the fused reductions (a few ulp).
+    from ltx.models import resnet_cifar
+
+    model = MultiExpertResNet(num_classes=5, num_experts=2, expert_strategy=strategy, **SMALL)
+    images = jax.random.normal(jax.random.key(0), SMALL_IMAGES)
+    labels = jnp.array([0, 1, 2, 4])
+    variables = model.init(jax.random.key(1), images, train=False)
+
+    def make_grad():  # A fresh function per variant: jit caches traces by function.
+        def loss(params):
+            logits, updates = model.apply({"params": params, "batch_stats":
+                                           variables["batch_stats"]}, images, train=True,
+                                          mutable=["batch_stats"])
+            nll = -jax.nn.log_softmax(logits.mean(0))[jnp.arange(4), labels]
+            return nll.mean(), updates
+        return jax.jit(jax.value_and_grad(loss, has_aux=True))
+
+    grad = make_grad()
+    assert "optimization_barrier" in grad.lower(variables["params"]).as_text()
+    with_barriers = grad(variables["params"])
+    monkeypatch.setattr(resnet_cifar, "materialize", lambda x: x)
+    plain = make_grad()
+    assert "optimization_barrier" not in plain.lower(variables["params"]).as_text()
+    without = plain(variables["params"])
+    for a, b in zip(jax.tree.leaves(with_barriers), jax.tree.leaves(without)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-6, atol=2e-7)

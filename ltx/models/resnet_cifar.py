@@ -58,6 +58,28 @@ def torch_linear_default_init(fan_in: int) -> jax.nn.initializers.Initializer:
     return init
 
 
+def materialize(x: jax.Array) -> jax.Array:
+    """`x` unchanged; on XLA:CPU behind an optimization barrier, so the program keeps it whole.
+
+    Without the barrier XLA:CPU fuses each ReLU (and the BatchNorm before it) into all of its
+    consumers, the transposes that feed the weight-gradient convolutions among them, and
+    recomputes that chain once per consumer in the backward pass. Materialising every ReLU output
+    made the CIFAR ResNet-32 train step 1.49x faster with one expert, 1.48x with BalPoE's three
+    and 1.27x with RIDE's (batch 128, 2 cores, median of 5 alternating rounds in one process).
+    Results are the same up to the order of float32 sums inside fused reductions (a few ulp;
+    after one full ResNet-32 step no parameter differed). Other backends fuse differently and are
+    left as they are.
+    """
+    if jax.default_backend() != "cpu":
+        return x
+    return jax.lax.optimization_barrier(x)
+
+
+def relu(x: jax.Array) -> jax.Array:
+    """ReLU, its output materialised on CPU (`materialize`)."""
+    return materialize(nn.relu(x))
+
+
 def conv3x3(features: int, stride: int = 1, *, dtype: Any = jnp.float32, name: str | None = None):
     """3x3 convolution, padding 1 (PyTorch `padding=1`), no bias, kaiming-normal init."""
     return nn.Conv(features, (3, 3), strides=(stride, stride), padding=_PAD1, use_bias=False,
@@ -109,7 +131,7 @@ class Stem(nn.Module):
     def __call__(self, x: jax.Array, *, train: bool, mask: jax.Array | None = None) -> jax.Array:
         x = conv3x3(self.width, dtype=self.dtype, name="conv")(jnp.asarray(x, self.dtype))
         x = batch_norm(train, dtype=self.dtype, name="bn", unbiased=self.bn_unbiased)(x, mask)
-        return nn.relu(x)
+        return relu(x)
 
 
 class BasicBlock(nn.Module):
@@ -125,14 +147,14 @@ class BasicBlock(nn.Module):
         in_planes = x.shape[-1]
         bn = functools.partial(batch_norm, train, dtype=self.dtype, unbiased=self.bn_unbiased)
         y = conv3x3(self.planes, self.stride, dtype=self.dtype, name="conv1")(x)
-        y = nn.relu(bn(name="bn1")(y, mask))
+        y = relu(bn(name="bn1")(y, mask))
         y = conv3x3(self.planes, dtype=self.dtype, name="conv2")(y)
         y = bn(name="bn2")(y, mask)
         if self.stride != 1 or in_planes != self.planes:
             shortcut = option_a_shortcut(x, self.planes, self.stride)
         else:
             shortcut = x
-        return nn.relu(y + shortcut.astype(y.dtype))
+        return relu(y + shortcut.astype(y.dtype))
 
 
 class ResNetStage(nn.Module):

@@ -37,7 +37,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ltx.models.resnet_cifar import batch_norm
+from ltx.models.resnet_cifar import batch_norm, relu
 
 # kaiming_normal_(mode='fan_out', nonlinearity='relu'): N(0, 2 / (kh * kw * out_channels)).
 kaiming_normal_fan_out = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
@@ -66,7 +66,7 @@ class ImageNetStem(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool, mask: jax.Array | None = None) -> jax.Array:
         x = conv(self.width, 7, 2, dtype=self.dtype, name="conv")(jnp.asarray(x, self.dtype))
-        x = nn.relu(batch_norm(train, dtype=self.dtype, name="bn",
+        x = relu(batch_norm(train, dtype=self.dtype, name="bn",
                                unbiased=self.bn_unbiased)(x, mask))
         return nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
 
@@ -100,13 +100,13 @@ class ImageNetBasicBlock(nn.Module):
     def __call__(self, x: jax.Array, *, train: bool, mask: jax.Array | None = None) -> jax.Array:
         bn = functools.partial(batch_norm, train, dtype=self.dtype, unbiased=self.bn_unbiased)
         y = conv(self.planes, 3, self.stride, dtype=self.dtype, name="conv1")(x)
-        y = nn.relu(bn(name="bn1")(y, mask))
+        y = relu(bn(name="bn1")(y, mask))
         y = conv(self.planes, 3, dtype=self.dtype, name="conv2")(y)
         y = bn(zero_scale=self.zero_init_residual, name="bn2")(y, mask)
         shortcut = Shortcut(self.planes, self.stride, dtype=self.dtype,
                             bn_unbiased=self.bn_unbiased, name="shortcut")(x, train=train,
                                                                            mask=mask)
-        return nn.relu(y + shortcut.astype(y.dtype))
+        return relu(y + shortcut.astype(y.dtype))
 
 
 class Bottleneck(nn.Module):
@@ -134,14 +134,14 @@ class Bottleneck(nn.Module):
         first, second = (self.stride, 1) if self.stride_on_1x1 else (1, self.stride)
         bn = functools.partial(batch_norm, train, dtype=self.dtype, unbiased=self.bn_unbiased)
         y = conv(width, 1, first, dtype=self.dtype, name="conv1")(x)
-        y = nn.relu(bn(name="bn1")(y, mask))
+        y = relu(bn(name="bn1")(y, mask))
         y = conv(width, 3, second, groups=self.groups, dtype=self.dtype, name="conv2")(y)
-        y = nn.relu(bn(name="bn2")(y, mask))
+        y = relu(bn(name="bn2")(y, mask))
         y = conv(out, 1, dtype=self.dtype, name="conv3")(y)
         y = bn(zero_scale=self.zero_init_residual, name="bn3")(y, mask)
         shortcut = Shortcut(out, self.stride, dtype=self.dtype, bn_unbiased=self.bn_unbiased,
                             name="shortcut")(x, train=train, mask=mask)
-        return nn.relu(y + shortcut.astype(y.dtype))
+        return relu(y + shortcut.astype(y.dtype))
 
 
 class ImageNetStage(nn.Module):
