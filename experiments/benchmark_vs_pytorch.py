@@ -79,6 +79,9 @@ def _ltx_worker(args):
     import numpy as np
     import optax
 
+    # The step of benchmark_train_step.py (this directory is on sys.path: a worker runs as a script).
+    from benchmark_train_step import make_train_step
+
     from ltx.models.multi_expert import MultiExpertResNet
 
     layout = _layout(args.layout)
@@ -97,20 +100,7 @@ def _ltx_worker(args):
     state = dict(params=variables["params"], batch_stats=variables["batch_stats"],
                  opt_state=tx.init(variables["params"]))
 
-    def train_step(state, images, labels):
-        def loss_fn(params):
-            logits, updates = model.apply(
-                {"params": params, "batch_stats": state["batch_stats"]}, images, train=True,
-                mutable=["batch_stats"])
-            loss = optax.softmax_cross_entropy_with_integer_labels(logits.mean(axis=0), labels)
-            return loss.mean(), updates["batch_stats"]
-
-        (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
-        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
-        params = optax.apply_updates(state["params"], updates)
-        return dict(params=params, batch_stats=batch_stats, opt_state=opt_state), loss
-
-    step = jax.jit(train_step, donate_argnums=0)
+    step = make_train_step(model, tx)  # Jitted, the state donated.
     num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(variables["params"]))
     holder = {"state": state}
 
