@@ -132,3 +132,41 @@ def test_cosine_head_columns_start_at_unit_norm(features):
     out = np.asarray(head.apply({"params": {"kernel": kernel}}, jnp.asarray(f)))
     cos = (f / np.linalg.norm(f, axis=1, keepdims=True)) @ kernel
     np.testing.assert_allclose(out, 30.0 * cos, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_written_out_gradient_equals_the_derivative_of_the_formula(masked):
+    # `normalize`'s written-out backward pass against autodiff of the definition: x's, scale's
+    # and bias's gradients under cotangents on all three outputs (y, and the mean and variance
+    # that feed the running statistics), padding rows included.
+    from ltx.models.batch_norm import normalize
+
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(_batch((6, 3, 3, 4), seed=3), jnp.float32)
+    scale, bias = (jnp.asarray(rng.normal(size=4), jnp.float32) for _ in range(2))
+    weights = jnp.asarray([1, 1, 0, 1, 1, 0] if masked else [1] * 6, jnp.float32)
+
+    def definition(x, scale, bias):
+        w = weights[:, None, None, None]
+        n = weights.sum() * 9
+        mean = jnp.sum(x * w, axis=(0, 1, 2)) / n
+        var = jnp.sum((x - mean) ** 2 * w, axis=(0, 1, 2)) / n
+        return (x - mean) / jnp.sqrt(var + 1e-5) * scale + bias, mean, var
+
+    outputs = definition(x, scale, bias)
+    for got, want in zip(normalize(x, scale, bias, weights, 1e-5), outputs):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    cotangents = [jnp.asarray(rng.normal(size=o.shape), jnp.float32) for o in outputs]
+
+    def pairing(fn):
+        return lambda *a: sum(jnp.sum(o * c) for o, c in zip(fn(*a), cotangents))
+
+    got = jax.grad(pairing(lambda *a: normalize(*a, weights, 1e-5)), argnums=(0, 1, 2))(
+        x, scale, bias)
+    want = jax.grad(pairing(definition), argnums=(0, 1, 2))(x, scale, bias)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
+    if masked:  # The padding rows' own inputs do not move the statistics.
+        only_y = jax.grad(lambda x: jnp.sum(normalize(x, scale, bias, weights, 1e-5)[0]
+                                            * cotangents[0] * weights[:, None, None, None]))(x)
+        np.testing.assert_array_equal(only_y[2], 0.0)

@@ -11,6 +11,11 @@ Two things differ from flax's `nn.BatchNorm`:
 - `mask`: rows of a padded batch that are not real examples take no part in the statistics, so a
   batch padded to its fixed shape normalises and updates exactly as the smaller batch alone.
 
+In training mode the normalisation is `normalize`, whose backward pass is written out (the two
+sums of dy and dy * xhat, then dx) instead of differentiated through the two-pass variance: the
+same gradient up to float32 rounding, and on XLA:CPU the ResNet-32 train step went from about
+700 to 460 ms (batch 128, 2 cores).
+
 The statistics are plain reductions over every axis but the channels. Under `jax.jit` with the
 batch sharded over devices they are those of the global batch (synchronised BatchNorm), as with
 flax's module without an `axis_name`. The variables have flax's names and shapes (params
@@ -20,6 +25,7 @@ the same either way.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -61,34 +67,82 @@ class BatchNorm(nn.Module):
         ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((channels,), jnp.float32))
         ra_var = self.variable("batch_stats", "var", lambda: jnp.ones((channels,), jnp.float32))
         stat_dtype = jnp.promote_types(x.dtype, jnp.float32)
-        xs = x.astype(stat_dtype)
         if self.use_running_average:
             mean, var = ra_mean.value, ra_var.value
+            y = (x.astype(stat_dtype) - mean) * jax.lax.rsqrt(var + self.epsilon)
+            y = y * scale.astype(stat_dtype) + bias.astype(stat_dtype)
+            return y.astype(self.dtype)
+        per_row = math.prod(x.shape[1:-1])
+        if mask is None:
+            weights = jnp.ones((x.shape[0],), stat_dtype)
         else:
-            axes = tuple(range(x.ndim - 1))
-            per_row = math.prod(x.shape[1:-1])
-            if mask is None:
-                weights = None
-                count = jnp.asarray(x.shape[0] * per_row, stat_dtype)
-            else:
-                weights = mask.astype(stat_dtype).reshape((-1,) + (1,) * (x.ndim - 1))
-                count = jnp.sum(mask.astype(stat_dtype)) * per_row
-            safe = jnp.maximum(count, 1.0)
-
-            def total(values):
-                values = values if weights is None else values * weights
-                return jnp.sum(values, axis=axes)
-
-            mean = total(xs) / safe
-            # Two passes (x - mean), not E[x^2] - E[x]^2: no cancellation for large means.
-            var = total(jnp.square(xs - mean)) / safe
-            if not self.is_initializing():
-                running_var = var
-                if self.unbiased_running_var:
-                    running_var = var * count / jnp.maximum(count - 1.0, 1.0)
-                m = self.momentum
-                ra_mean.value = m * ra_mean.value + (1.0 - m) * mean
-                ra_var.value = m * ra_var.value + (1.0 - m) * running_var
-        y = (xs - mean) * jax.lax.rsqrt(var + self.epsilon)
-        y = y * scale.astype(stat_dtype) + bias.astype(stat_dtype)
+            weights = mask.astype(stat_dtype)
+        y, mean, var = normalize(x, scale.astype(stat_dtype), bias.astype(stat_dtype), weights,
+                                 self.epsilon)
+        if not self.is_initializing():
+            running_var = var
+            if self.unbiased_running_var:
+                count = jnp.sum(weights) * per_row
+                running_var = var * count / jnp.maximum(count - 1.0, 1.0)
+            m = self.momentum
+            ra_mean.value = m * ra_mean.value + (1.0 - m) * mean
+            ra_var.value = m * ra_var.value + (1.0 - m) * running_var
         return y.astype(self.dtype)
+
+
+def _count_and_weights(x, weights):
+    """The number of weighted elements per channel (at least 1) and weights shaped [B, 1, ...]."""
+    count = jnp.maximum(jnp.sum(weights) * math.prod(x.shape[1:-1]), 1.0)
+    return count, weights.reshape((-1,) + (1,) * (x.ndim - 1))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def normalize(x, scale, bias, weights, epsilon):
+    """Training-mode BatchNorm: (y, mean, var) for x [B, ..., C] (any float dtype).
+
+    scale, bias [C] and weights [B] (1 for the rows that count, 0 for padding) are in the
+    statistics dtype (float32 or wider); y = (x - mean) / sqrt(var + epsilon) * scale + bias in
+    that dtype, for every row, with mean and the biased var [C] over the weighted rows.
+
+    The gradient is written out (`_normalize_bwd`) rather than differentiated through the two
+    reductions: two passes over the activations in the backward pass (the sums of dy and
+    dy * xhat, then dx), which XLA:CPU runs in about half the time of the derived program.
+    """
+    return _normalize_fwd(x, scale, bias, weights, epsilon)[0]
+
+
+def _normalize_fwd(x, scale, bias, weights, epsilon):
+    xs = x.astype(scale.dtype)
+    axes = tuple(range(x.ndim - 1))
+    count, w = _count_and_weights(x, weights)
+    mean = jnp.sum(xs * w, axis=axes) / count
+    # Two passes (x - mean), not E[x^2] - E[x]^2: no cancellation for large means.
+    var = jnp.sum(jnp.square(xs - mean) * w, axis=axes) / count
+    rstd = jax.lax.rsqrt(var + epsilon)
+    y = (xs - mean) * rstd * scale + bias
+    return (y, mean, var), (x, scale, weights, mean, rstd)
+
+
+def _normalize_bwd(epsilon, residuals, cotangents):
+    """dx_i = a dy_i - w_i a / n (sum_j dy_j + xhat_i sum_j dy_j xhat_j)
+              + w_i (dmean + 2 dvar (x_i - mean)) / n,   a = scale * rstd,
+
+    with sums over every row j (padding rows' outputs depend on the statistics too), and
+    dscale = sum_j dy_j xhat_j, dbias = sum_j dy_j."""
+    del epsilon
+    x, scale, weights, mean, rstd = residuals
+    dy, dmean, dvar = cotangents
+    xs = x.astype(scale.dtype)
+    dy = dy.astype(scale.dtype)
+    axes = tuple(range(x.ndim - 1))
+    count, w = _count_and_weights(x, weights)
+    centred = xs - mean
+    xhat = centred * rstd
+    dbias = jnp.sum(dy, axis=axes)
+    dscale = jnp.sum(dy * xhat, axis=axes)
+    a = scale * rstd
+    dx = a * dy + w / count * (dmean - a * dbias - a * dscale * xhat + 2.0 * dvar * centred)
+    return dx.astype(x.dtype), dscale, dbias, jnp.zeros_like(weights)
+
+
+normalize.defvjp(_normalize_fwd, _normalize_bwd)
