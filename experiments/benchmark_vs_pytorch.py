@@ -20,8 +20,15 @@ shortcuts, BatchNorms and heads; the driver checks that both sides have the same
 parameters. PyTorch runs in a separate interpreter when given (`--torch-python`, e.g. a venv
 with the CPU wheel); it is never a dependency of ltx, and without it the driver times ltx only.
 
+`--flags-vs-default FLAGS` measures an XLA CPU flag instead: the second worker is ltx again with
+FLAGS appended to XLA_FLAGS, the ratio is flagged / default images/s, and the driver compares
+the two workers' losses step by step (both start from the same state and data), so a flag that
+changes results shows a nonzero difference.
+
     python experiments/benchmark_vs_pytorch.py --torch-python /path/to/venv/bin/python \
         --layouts single balpoe3 ride3 --rounds 7 --steps 3
+    python experiments/benchmark_vs_pytorch.py --layouts single \
+        --flags-vs-default=--xla_cpu_experimental_ynn_fusion_type=individual_convolution
 """
 
 from __future__ import annotations
@@ -64,7 +71,9 @@ def parse_args(argv=None):
     p.add_argument("--classes", type=int, default=NUM_CLASSES)
     p.add_argument("--xla-cpu-flags", default="",
                    help="extra XLA_FLAGS for the ltx worker, e.g. a CPU lowering flag to measure")
-    p.add_argument("--worker", choices=["ltx", "torch"], help=argparse.SUPPRESS)
+    p.add_argument("--flags-vs-default", default="",
+                   help="time ltx with these extra XLA_FLAGS against ltx without them")
+    p.add_argument("--worker", choices=["ltx", "flagged", "torch"], help=argparse.SUPPRESS)
     p.add_argument("--layout", choices=LAYOUTS, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -223,7 +232,8 @@ def _serve(run_one, num_params: int, threads: str):
             t = time.perf_counter()
             losses.append(run_one())
             times.append(time.perf_counter() - t)
-        print(json.dumps({"step_s": times, "finite": all(map(_finite, losses))}), flush=True)
+        print(json.dumps({"step_s": times, "losses": losses,
+                          "finite": all(map(_finite, losses))}), flush=True)
 
 
 def _finite(x: float) -> bool:
@@ -240,9 +250,12 @@ class Worker:
         if args.torch_channels_last:
             cmd.append("--torch-channels-last")
         env = dict(os.environ)
-        if kind == "ltx" and args.xla_cpu_flags:
-            env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + args.xla_cpu_flags).strip()
+        extra = {"ltx": args.xla_cpu_flags,
+                 "flagged": f"{args.xla_cpu_flags} {args.flags_vs_default}"}.get(kind, "")
+        if extra.strip():
+            env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + extra).strip()
         self.kind = kind
+        self.losses = []
         self.process = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                         text=True, env=env)
         self.info = self._read()
@@ -261,6 +274,7 @@ class Worker:
         answer = self._read()
         if not answer["finite"]:
             raise FloatingPointError(f"the {self.kind} worker's loss is not finite")
+        self.losses += answer["losses"]
         return statistics.median(answer["step_s"])
 
     def close(self):
@@ -281,7 +295,9 @@ def _torch_python(requested: str) -> str | None:
 
 def compare(args, layout: str, torch_python: str | None) -> dict:
     workers = [Worker(sys.executable, "ltx", args, layout)]
-    if torch_python:
+    if args.flags_vs_default:
+        workers.append(Worker(sys.executable, "flagged", args, layout))
+    elif torch_python:
         workers.append(Worker(torch_python, "torch", args, layout))
     try:
         counts = {w.kind: w.info["num_params"] for w in workers}
@@ -297,7 +313,14 @@ def compare(args, layout: str, torch_python: str | None) -> dict:
     result = {"layout": layout, "num_params": counts["ltx"],
               "ltx_images_per_s": args.batch / statistics.median(seconds["ltx"]),
               "ltx_first_step_s": workers[0].info["first_step_s"]}
-    if torch_python:
+    if args.flags_vs_default:
+        ratios = [s / f for s, f in zip(seconds["ltx"], seconds["flagged"])]
+        result.update(flagged_images_per_s=args.batch / statistics.median(seconds["flagged"]),
+                      ratio=statistics.median(ratios), ratio_min=min(ratios),
+                      ratio_max=max(ratios),
+                      max_loss_difference=max(abs(a - b) for a, b in
+                                              zip(workers[0].losses, workers[1].losses)))
+    elif torch_python:
         ratios = [t / s for s, t in zip(seconds["ltx"], seconds["torch"])]
         result.update(torch_images_per_s=args.batch / statistics.median(seconds["torch"]),
                       ratio=statistics.median(ratios), ratio_min=min(ratios),
@@ -308,18 +331,23 @@ def compare(args, layout: str, torch_python: str | None) -> dict:
 def main(argv=None):
     args = parse_args(argv)
     if args.worker:
-        return (_ltx_worker if args.worker == "ltx" else _torch_worker)(args)
+        return (_torch_worker if args.worker == "torch" else _ltx_worker)(args)
     if args.rounds < 1 or args.steps < 1:
         raise SystemExit(f"--rounds and --steps must be >= 1, got {args.rounds}, {args.steps}")
-    torch_python = _torch_python(args.torch_python)
+    torch_python = None if args.flags_vs_default else _torch_python(args.torch_python)
     print(f"batch {args.batch}, {args.image_size}x{args.image_size}, {args.classes} classes; "
           f"{args.rounds} rounds of {args.steps} steps per worker"
-          + ("" if torch_python else "; PyTorch not importable here, ltx only"), flush=True)
+          + (f"; ltx with {args.flags_vs_default} against ltx" if args.flags_vs_default else
+             "" if torch_python else "; PyTorch not importable here, ltx only"), flush=True)
     for layout in args.layouts:
         r = compare(args, layout, torch_python)
         line = (f"{layout:<8} params={r['num_params']:>9,} ltx={r['ltx_images_per_s']:7.1f} img/s"
                 f" (first step {r['ltx_first_step_s']:.1f} s)")
-        if torch_python:
+        if args.flags_vs_default:
+            line += (f"  flagged={r['flagged_images_per_s']:7.1f} img/s"
+                     f"  flagged/ltx={r['ratio']:.2f} [{r['ratio_min']:.2f}-{r['ratio_max']:.2f}]"
+                     f"  max |loss difference|={r['max_loss_difference']:.3g}")
+        elif torch_python:
             line += (f"  torch={r['torch_images_per_s']:7.1f} img/s ({r['torch_threads']})"
                      f"  ltx/torch={r['ratio']:.2f} [{r['ratio_min']:.2f}-{r['ratio_max']:.2f}]")
         print(line, flush=True)

@@ -400,6 +400,14 @@ class Run:
             self._device_images = _replicate(images, NamedSharding(self.mesh, P()))
         return self._device_images
 
+    def train_batch(self, host_batch: dict) -> dict:
+        """This process's batch from `train_data()` as the train step's global batch (with the
+        device images under 'source' when augmenting on device)."""
+        batch = self.to_global(host_batch)
+        if self.on_device:
+            batch["source"] = self.device_images
+        return batch
+
     @train_step.setter
     def train_step(self, step_fn) -> None:
         """Replaces the train step (tests wrap it to stop a run mid-way)."""
@@ -568,9 +576,7 @@ class Run:
                 return seconds_before + time.perf_counter() - start_time
 
             for step in range(start_step, self.total_steps):
-                batch = self.to_global(next(iterator))
-                if self.on_device:
-                    batch["source"] = self.device_images
+                batch = self.train_batch(next(iterator))
                 state, step_metrics = self.train_step(state, batch, self.step_rng,
                                                       teacher_variables)
                 pending.append((step + 1, step_metrics))

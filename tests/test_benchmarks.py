@@ -55,3 +55,16 @@ def test_pytorch_comparison_times_ltx_alone_without_torch(capsys):
     # gamma/beta and the 64 x 10 + 10 head.
     assert row and int(row.group(1).replace(",", "")) == 464154
     assert float(row.group(2)) > 0
+
+
+def test_a_flag_is_timed_against_the_default_with_the_losses_compared(capsys):
+    # A flag that sets XLA's own default changes nothing: the two workers' losses agree exactly.
+    script = _script("benchmark_vs_pytorch")
+    assert script.main(["--layouts", "single", "--batch", "2", "--image-size", "8",
+                        "--classes", "10", "--rounds", "2", "--steps", "1",
+                        "--flags-vs-default=--xla_cpu_enable_fast_math=false"]) == 0
+    out = capsys.readouterr().out
+    assert "ltx with --xla_cpu_enable_fast_math=false against ltx" in out
+    row = re.search(r"flagged/ltx=([\d.]+) .* max \|loss difference\|=(\S+)", out)
+    assert row and float(row.group(1)) > 0
+    assert float(row.group(2)) == 0.0

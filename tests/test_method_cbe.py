@@ -283,7 +283,7 @@ def test_frozen_blocks_do_not_change_in_a_train_step(tmp_path):
     assert run.dataset.num_classes == 7  # Six medium classes and the reject class.
     state = run.initial_state(pretrained=False)
     before = jax.device_get((state.params, state.batch_stats))
-    batch = run.to_global(next(iter(pipeline.train_iterator(run.train_data()))))
+    batch = run.train_batch(next(iter(pipeline.train_iterator(run.train_data()))))
     state, _ = run.train_step(state, batch, run.step_rng, None)
     after = jax.device_get((state.params, state.batch_stats))
     pattern = medium.optimizer.trainable

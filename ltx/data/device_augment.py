@@ -1,12 +1,12 @@
 """Training augmentation as batched array code inside the jitted train step (in-memory datasets).
 
-With `config.data.augment.on_device=True` the training images of an in-memory dataset (digits-LT,
-CIFAR-10/100-LT) live on every device as one uint8 array [N, H, W, C] in split order; the host
-pipeline only yields the step's positions into it (`pipeline.train_index_dataset`: epochs
-padded, masked and sharded as the host path's, in another order, resumable from the batch
-number), and the step gathers the batch and augments it here. Every random draw comes from the
-step's key and covers the global batch, so a batch is the same on any number of devices or hosts
-and after a resume.
+With `config.data.augment.on_device=True` (these datasets' default) the training images of an
+in-memory dataset (digits-LT, CIFAR-10/100-LT) live on every device as one uint8 array
+[N, H, W, C] in split order; the host pipeline only yields the step's positions into it
+(`pipeline.train_index_dataset`: epochs padded, masked and sharded as the host path's, in another
+order, resumable from the batch number), and the step gathers the batch and augments it here.
+Every random draw comes from the step's key and covers the global batch, so a batch is the same
+on any number of devices or hosts and after a resume.
 
 Every augmentation of the 'cifar' kind runs on device, in the host path's order: RandomCrop(H,
 padding) with zero padding, RandomHorizontalFlip, the AutoAugment CIFAR-10 policy and
