@@ -68,3 +68,14 @@ def test_a_flag_is_timed_against_the_default_with_the_losses_compared(capsys):
     row = re.search(r"flagged/ltx=([\d.]+) .* max \|loss difference\|=(\S+)", out)
     assert row and float(row.group(1)) > 0
     assert float(row.group(2)) == 0.0
+
+
+def test_weight_gradient_formulations_agree_with_xla(capsys):
+    script = _script("benchmark_weight_gradient")
+    assert script.main(["--batch", "2", "--rounds", "1", "--repeats", "1",
+                        "--shapes", "8,4,6,1;8,4,8,2"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("H=")]
+    assert len(rows) == 2
+    for row in rows:
+        differences = re.findall(r"diff (\S+)\)", row)
+        assert len(differences) == 4 and all(float(d) < 1e-5 for d in differences)
