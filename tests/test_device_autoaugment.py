@@ -1,5 +1,7 @@
 """ltx.data.device_autoaugment against the host path's Pillow operations on the same parameters."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -77,6 +79,19 @@ def test_the_policy_is_the_hosts_for_the_same_draws():
         host = augment.autoaugment_cifar(image, ScriptedRng(int(sub[b]), randoms))
         differing += np.sum(host != device[b])
     assert differing / device.size <= 5e-3
+
+
+def test_skipping_the_families_a_step_never_uses_changes_no_pixel():
+    images = jnp.asarray(_images(5))
+    sub, applied, _ = da.draw_policy(jax.random.key(2), len(images))
+    assert "ShearY" not in da._STEP_NAMES[1] and "Rotate" not in da._STEP_NAMES[1]
+    for k in range(2):
+        op = jnp.where(applied[:, k], jnp.asarray(da._STEP_OPS[k])[sub], -1)
+        magnitude = jnp.asarray(da._STEP_MAGNITUDES[k])[sub]
+        every = jax.jit(da.apply_op)(images, op, magnitude)
+        skipping = jax.jit(functools.partial(da.apply_op, ops=da._STEP_NAMES[k]))(
+            images, op, magnitude)
+        np.testing.assert_array_equal(np.asarray(skipping), np.asarray(every))
 
 
 def test_policy_draws_are_the_policys_law():

@@ -105,8 +105,10 @@ def _cubic(v1, v2, v3, v4, d):
     return v2 + d * ((v3 - v1) + d * ((2 * (v1 - v2) + v3 - v4) + d * (v2 - v1 - v3 + v4)))
 
 
-def _geometric(images, kind, magnitude, fill):
-    """AutoAugment's geometric operations, kind [B] indexing GEOMETRIC (others: unchanged).
+def _geometric(images, kind, magnitude, fill, ops=GEOMETRIC):
+    """AutoAugment's geometric operations, kind [B] indexing GEOMETRIC (others: unchanged);
+    `ops`: the names `kind` can select (a static subset: the shears' and the rotation's passes
+    are skipped when absent).
 
     Shears are Pillow's bicubic `transform(AFFINE, (1, s, 0, 0, 1, 0))` (ShearX) or
     (1, 0, 0, s, 1, 0) (ShearY); along the unsheared axis the source sits on pixel centres,
@@ -118,17 +120,20 @@ def _geometric(images, kind, magnitude, fill):
     x, y = _grid(h, w)
     m = magnitude[:, None, None]
     k = kind[:, None, None]
+    unchanged = (k < 0) | (k >= len(GEOMETRIC))
     # Nearest: translations and rotation.
-    rx, ry = _fixed_point_coordinates(rotation_matrix(magnitude, h, w), h, w)
 
     def coord(v):
         return jnp.where(v < 0, -1, jnp.floor(v)).astype(jnp.int32)
 
-    tx = coord(x + 0.5 + jnp.where(k == 2, m * w, 0.0))
-    ty = coord(y + 0.5 + jnp.where(k == 3, m * h, 0.0))
-    xin = jnp.where(k == 4, rx, tx + 0 * y)
-    yin = jnp.where(k == 4, ry, ty + 0 * x)
+    xin = coord(x + 0.5 + jnp.where(k == 2, m * w, 0.0)) + 0 * y
+    yin = coord(y + 0.5 + jnp.where(k == 3, m * h, 0.0)) + 0 * x
+    if "Rotate" in ops:
+        rx, ry = _fixed_point_coordinates(rotation_matrix(magnitude, h, w), h, w)
+        xin, yin = jnp.where(k == 4, rx, xin), jnp.where(k == 4, ry, yin)
     nearest = _gather(images, xin, yin, fill)
+    if "ShearX" not in ops and "ShearY" not in ops:
+        return jnp.where(unchanged[..., None], images, nearest)
     # Bicubic: the shears.
     along_x = k == 0
     sx = (x + 0.5) + jnp.where(along_x, m, 0.0) * (y + 0.5)
@@ -147,7 +152,7 @@ def _geometric(images, kind, magnitude, fill):
     value = jnp.floor(jnp.clip(_cubic(tap(0), tap(1), tap(2), tap(3), d), 0.0, 255.0))
     sheared = jnp.where(inside[..., None], value, fill).astype(jnp.uint8)
     out = jnp.where((k <= 1)[..., None], sheared, nearest)
-    return jnp.where(((k >= 0) & (k < len(GEOMETRIC)))[..., None], out, images)
+    return jnp.where(unchanged[..., None], images, out)
 
 
 def luma(images):
@@ -236,16 +241,18 @@ def _tables(images, kind, magnitude):
                      out.astype(jnp.uint8), images)
 
 
-def apply_op(images, op, magnitude, fill=_FILL):
+def apply_op(images, op, magnitude, fill=_FILL, ops=NAMES):
     """One AutoAugment operation per image: op int [B] indexing NAMES (-1: none), magnitude
     float32 [B]: the signed shear, translation fraction or angle; for the blends Pillow's
     enhance factor 1 +- level (rounded to float32 from double, as Pillow receives it);
-    Posterize's bits, Solarize's threshold. One pass of each family."""
+    Posterize's bits, Solarize's threshold. One pass of each family; `ops` (static) names the
+    operations `op` can select, so the passes none of them needs are skipped."""
     g, bl = len(GEOMETRIC), len(BLENDS)
     # The barriers keep XLA from fusing a family into the next one's gathers, which would
     # recompute it for every gathered pixel (8x slower on XLA:CPU).
     barrier = jax.lax.optimization_barrier
-    images = barrier(_geometric(images, jnp.where(op < g, op, -1), magnitude, fill))
+    images = barrier(_geometric(images, jnp.where(op < g, op, -1), magnitude, fill,
+                                ops=tuple(o for o in ops if o in GEOMETRIC)))
     images = barrier(_blend(images, jnp.where((op >= g) & (op < g + bl), op - g, -1),
                             magnitude))
     return barrier(_tables(images, jnp.where(op >= g + bl, op - g - bl, -1), magnitude))
@@ -257,6 +264,7 @@ _STEP_OPS = np.array([[NAMES.index(sub[k][0]) for sub in POLICY] for k in range(
 _STEP_PROBS = np.array([[sub[k][1] for sub in POLICY] for k in range(2)], np.float32)
 _STEP_MAGNITUDES = np.array([[float(augment._LEVELS[sub[k][0]][sub[k][2]])  # noqa: SLF001
                               for sub in POLICY] for k in range(2)], np.float32)
+_STEP_NAMES = tuple(tuple(sorted({sub[k][0] for sub in POLICY})) for k in range(2))
 _STEP_SIGNED = np.array([[sub[k][0] in SIGNED for sub in POLICY] for k in range(2)])
 _STEP_BLEND = np.array([[sub[k][0] in BLENDS for sub in POLICY] for k in range(2)])
 # The blends' enhance factors 1 + level and 1 - level, computed in double like the host's.
@@ -287,7 +295,7 @@ def autoaugment(images, sub, applied, negative):
         factor = jnp.where(flip, jnp.asarray(_STEP_FACTORS[1, k])[sub],
                            jnp.asarray(_STEP_FACTORS[0, k])[sub])
         magnitude = jnp.where(jnp.asarray(_STEP_BLEND[k])[sub], factor, magnitude)
-        images = apply_op(images, op, magnitude)
+        images = apply_op(images, op, magnitude, ops=_STEP_NAMES[k])
     return images
 
 
