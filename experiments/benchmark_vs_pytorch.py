@@ -28,7 +28,7 @@ changes results shows a nonzero difference.
     python experiments/benchmark_vs_pytorch.py --torch-python /path/to/venv/bin/python \
         --layouts single balpoe3 ride3 --rounds 7 --steps 3
     python experiments/benchmark_vs_pytorch.py --layouts single \
-        --flags-vs-default=--xla_cpu_experimental_ynn_fusion_type=individual_convolution
+        --flags-vs-default=--xla_cpu_experimental_onednn_custom_call=true
 """
 
 from __future__ import annotations

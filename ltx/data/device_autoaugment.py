@@ -121,11 +121,11 @@ def _geometric(images, kind, magnitude, fill, ops=GEOMETRIC):
     m = magnitude[:, None, None]
     k = kind[:, None, None]
     unchanged = (k < 0) | (k >= len(GEOMETRIC))
-    # Nearest: translations and rotation.
 
     def coord(v):
         return jnp.where(v < 0, -1, jnp.floor(v)).astype(jnp.int32)
 
+    # Nearest: translations and rotation.
     xin = coord(x + 0.5 + jnp.where(k == 2, m * w, 0.0)) + 0 * y
     yin = coord(y + 0.5 + jnp.where(k == 3, m * h, 0.0)) + 0 * x
     if "Rotate" in ops:
