@@ -18,7 +18,6 @@ written as a single-run workdir of that stage's config.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import jax
@@ -53,7 +52,7 @@ def import_checkpoint(checkpoint: str, config: ml_collections.ConfigDict, workdi
     errors of `ltx.convert.arrays.load_state_dict` for a damaged or unsafe file.
     """
     config = _stage_config(config, stage)
-    if os.path.isdir(os.path.join(workdir, "checkpoints")):
+    if files.isdir(files.join(workdir, "checkpoints")):
         raise FileExistsError(f"{workdir} already holds checkpoints; import into a new --workdir")
     state_dict = arrays.load_state_dict(checkpoint)  # Before any model is built: fail fast.
     run = trainer.Run(config, workdir)
@@ -68,7 +67,7 @@ def import_checkpoint(checkpoint: str, config: ml_collections.ConfigDict, workdi
                          "partial match)")
     state = run.with_variables(state, variables["params"], variables.get("batch_stats", {}))
     data_state = pipeline.train_iterator(run.train_data(), num_workers=0).get_state()
-    summary = {"checkpoint": os.path.abspath(checkpoint), "container": state_dict.container,
+    summary = {"checkpoint": files.absolute(checkpoint), "container": state_dict.container,
                "non_tensor_entries": state_dict.skipped, "copied": report.copied,
                "broadcast": report.broadcast, "skipped": report.skipped,
                "summary": report.summary()}
@@ -83,5 +82,5 @@ def import_checkpoint(checkpoint: str, config: ml_collections.ConfigDict, workdi
     finally:
         checkpointer.close()
     if jax.process_index() == 0:
-        files.write_json(os.path.join(workdir, REPORT_FILE), summary, sort_keys=False)
+        files.write_json(files.join(workdir, REPORT_FILE), summary, sort_keys=False)
     return summary

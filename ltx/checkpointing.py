@@ -11,11 +11,20 @@ is a Composite of
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+
+from ltx import files
+
+
+def orbax_path(directory: str) -> str:
+    """The path orbax is given for a checkpoint folder: the same local path or URL (orbax
+    writes `gs://` itself). Tests that map a `gs://` workdir onto a local folder with a
+    file-system mock replace this function, since the mock cannot reach orbax's TensorStore
+    writes."""
+    return directory
 
 
 class CheckpointMismatchError(ValueError):
@@ -30,10 +39,10 @@ class Checkpointer:
     """Keeps the last `max_to_keep` checkpoints of a run under `<workdir>/checkpoints`."""
 
     def __init__(self, workdir: str, *, max_to_keep: int = 2, async_save: bool = True):
-        self.workdir = os.path.abspath(workdir)
-        self.directory = os.path.join(self.workdir, "checkpoints")
+        self.workdir = files.absolute(workdir)
+        self.directory = files.join(self.workdir, "checkpoints")
         self._manager = ocp.CheckpointManager(
-            self.directory,
+            orbax_path(self.directory),
             options=ocp.CheckpointManagerOptions(
                 max_to_keep=max_to_keep, create=True,
                 enable_async_checkpointing=async_save),
@@ -140,13 +149,14 @@ class Checkpointer:
 
     def _quarantine(self, step: int) -> None:
         if jax.process_index() == 0:
-            target = os.path.join(self.workdir, "checkpoints_damaged")
-            os.makedirs(target, exist_ok=True)
+            target = orbax_path(files.join(self.workdir, "checkpoints_damaged"))
+            files.makedirs(target)
             name, suffix = str(step), 0
-            while os.path.exists(os.path.join(target, name)):
+            while files.exists(files.join(target, name)):
                 suffix += 1
                 name = f"{step}.{suffix}"
-            os.rename(os.path.join(self.directory, str(step)), os.path.join(target, name))
+            files.rename(files.join(orbax_path(self.directory), str(step)),
+                         files.join(target, name))
         self._manager.reload()
 
     def check_for_errors(self) -> None:
@@ -241,16 +251,17 @@ def load_pretrained(path: str) -> dict:
     `path` is a workdir, its `checkpoints/` folder, or one `checkpoints/<step>` folder. The trees
     are restored as plain nested dicts of host arrays (no template needed).
     """
-    path = os.path.abspath(os.path.expanduser(path))
-    parent, name = os.path.split(path)
-    if name.isdigit() and os.path.isdir(os.path.join(path, "state")):
+    path = files.absolute(path)
+    parent, name = files.dirname(path), files.basename(path)
+    if name.isdigit() and files.isdir(orbax_path(files.join(path, "state"))):
         directory, step = parent, int(name)  # One checkpoints/<step> folder.
     else:
-        directory = os.path.join(path, "checkpoints")
-        if not os.path.isdir(directory):
+        directory = files.join(path, "checkpoints")
+        if not files.isdir(orbax_path(directory)):
             directory = path  # The checkpoints/ folder itself.
         step = None
-    manager = ocp.CheckpointManager(directory) if os.path.isdir(directory) else None
+    directory = orbax_path(directory)
+    manager = ocp.CheckpointManager(directory) if files.isdir(directory) else None
     step = step if step is not None or manager is None else manager.latest_step()
     if step is None:
         raise FileNotFoundError(

@@ -25,7 +25,7 @@ from __future__ import annotations
 import os
 import sys
 
-from ltx import faults
+from ltx import faults, files
 
 EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 3
@@ -86,6 +86,7 @@ def config_flag(name: str = "config"):
     from absl import flags
     spec = flags.FLAGS[name].config_filename or ""
     path = spec.split(":", 1)[0]
+    # config_flags imports the file as a Python module from the local disk, never a URL.
     if not os.path.isfile(path):
         raise FileNotFoundError(f"--{name}={spec!r}: the config file {path!r} does not exist")
     return flags.FLAGS[name].value
@@ -118,9 +119,9 @@ def _finished_workdir(path: str) -> str:
     """`path` if it is a training workdir (its config.json), else ValueError."""
     if not path:
         raise ValueError("--workdir is required")
-    if not os.path.isdir(path):
+    if not files.isdir(path):
         raise FileNotFoundError(f"--workdir={path!r} does not exist")
-    if not os.path.isfile(os.path.join(path, "config.json")):
+    if not files.isfile(files.join(path, "config.json")):
         raise FileNotFoundError(f"--workdir={path!r} has no config.json; expected a training "
                                 "workdir (what ltx-train writes)")
     return path
@@ -174,7 +175,7 @@ def evaluate(argv=None) -> None:
                                 max_per_class=f.max_per_class, pictures=f.pictures, verbose=True,
                                 test_time=f.test_time_aggregation, test_time_seed=f.test_time_seed,
                                 test_time_overrides=overrides)
-        print(f"Wrote {os.path.join(workdir, 'eval')}/report.json, report.md"
+        print(f"Wrote {files.join(workdir, 'eval')}/report.json, report.md"
               + (" and the PNGs." if f.pictures else "."))
 
     run("ltx-eval", main, argv)
@@ -202,7 +203,7 @@ def predict(argv=None) -> None:
         workdir = _finished_workdir(f.workdir)
         if f.top_k < 1:
             raise ValueError(f"--top_k={f.top_k}; expected >= 1")
-        missing = [p for p in paths if not os.path.exists(p)]
+        missing = [p for p in paths if not files.exists(p)]
         if missing:
             raise FileNotFoundError(f"image path(s) {missing} do not exist")
         prior = None
@@ -218,10 +219,10 @@ def predict(argv=None) -> None:
         if prior is not None:
             num_classes, _ = datasets.spec(workdirs.load_config(workdir).data)
             prior = predict_lib.check_prior(prior, num_classes)
-        files = [name for path in paths for name in predict_lib.image_files(path)]
+        images = [name for path in paths for name in predict_lib.image_files(path)]
         predictor = predict_lib.Predictor.from_workdir(workdir, step=f.step)
-        files, probs = predictor.predict_paths(files, prior)
-        for name, best in zip(files, predict_lib.top_k(probs, f.top_k)):
+        images, probs = predictor.predict_paths(images, prior)
+        for name, best in zip(images, predict_lib.top_k(probs, f.top_k)):
             print(f"{name}: " + ", ".join(f"{c} ({p:.3f})" for c, p in best))
 
     run("ltx-predict", main, argv)
@@ -283,7 +284,7 @@ def import_checkpoint(argv=None) -> None:
         f = flags.FLAGS
         if len(argv) > 1:
             raise ValueError(f"unexpected arguments {argv[1:]}")
-        if not os.path.isfile(f.checkpoint):
+        if not files.isfile(f.checkpoint):
             raise FileNotFoundError(f"--checkpoint={f.checkpoint!r} is not a file")
         from ltx import checkpoint_import, compile_cache, config_check
         config = config_flag()
@@ -314,8 +315,6 @@ def prepare(argv=None) -> None:
         key_flags(__name__)
 
     def main(argv):
-        import json
-
         from ltx.data import cifar
         names = argv[1:]
         if names[:1] == ["folders"]:
@@ -326,8 +325,7 @@ def prepare(argv=None) -> None:
                              "--tarball=cifar-100-python.tar.gz")
         f = flags.FLAGS
         folder = cifar.prepare(names[0], tarball=f.tarball, data_dir=f.data_dir)
-        with open(os.path.join(folder, "info.json")) as info_file:
-            info = json.load(info_file)
+        info = files.read_json(files.join(folder, "info.json"))
         print(f"Prepared {info['dataset']} in {folder} from {info['tarball']}: "
               f"{info['counts']['train']} train and {info['counts']['test']} test images.")
 

@@ -22,11 +22,10 @@ from __future__ import annotations
 import importlib.util
 import math
 import numbers
-import os
 
 import ml_collections
 
-from ltx import config_lib
+from ltx import config_lib, files
 
 
 class ConfigError(ValueError):
@@ -127,8 +126,8 @@ class _Checker:
         value = self.get(key)
         if value is _MISSING or not value:
             return
-        path = os.path.expanduser(str(value))
-        ok = os.path.isdir(path) if directory else os.path.exists(path)
+        path = str(value)  # A local path (`~` expanded) or a URL such as gs://bucket/x.
+        ok = files.isdir(path) if directory else files.exists(path)
         if not ok:
             self.bad(key, value, f"{what} that exists")
 
@@ -158,6 +157,15 @@ def _static_problems(config) -> list[str]:
 
     # data
     name = c.choice("data.name", datasets.NAMES)
+    tfds = c.choice("data.source", datasets.SOURCES, required=False) == "tfds"
+    if tfds:
+        if importlib.util.find_spec("tensorflow_datasets") is None:
+            c.found.append("config.data.source='tfds' needs tensorflow-datasets, which is not "
+                           "installed: pip install -e '.[tfds]' (TensorFlow is not needed)")
+        c.existing_path("data.tfds_data_dir", directory=True, what="a TFDS data directory")
+        if name == "list_files" and not c.get("data.tfds_name"):
+            c.found.append("config.data.tfds_name is empty; a custom dataset read from TFDS "
+                           "needs the TFDS dataset's name (e.g. 'food101')")
     c.number("data.num_workers", integer=True, low=-1)
     c.choice("data.sampler", pipeline.SAMPLERS)
     c.choice("data.last_batch", pipeline.LAST_BATCH, required=False)
@@ -175,7 +183,7 @@ def _static_problems(config) -> list[str]:
         if kind != "imagenet" and kind is not None:
             c.bad("data.augment.kind", kind, f"'imagenet' for {name} (images of every size)")
         root = c.get("data.root")
-        if not root:
+        if not root and not tfds:
             c.found.append(f"config.data.root is empty; expected the image root of {name} "
                            "(the folder the list files' paths are relative to)")
         c.existing_path("data.root", directory=True, what="a folder")
@@ -221,8 +229,7 @@ def _static_problems(config) -> list[str]:
     teacher = c.get("teacher.workdir")
     if teacher:
         c.existing_path("teacher.workdir", directory=True, what="a finished training workdir")
-        if os.path.isdir(os.path.expanduser(teacher)) and not os.path.isfile(
-                os.path.join(os.path.expanduser(teacher), "final_metrics.json")):
+        if files.isdir(teacher) and not files.isfile(files.join(teacher, "final_metrics.json")):
             c.bad("teacher.workdir", teacher, "a finished run (it has no final_metrics.json)")
     del method
 

@@ -28,6 +28,12 @@ def base_config() -> ml_collections.ConfigDict:
 
     c.data = ml_collections.ConfigDict()
     c.data.name = ""  # A dataset helper below sets it with its family's fields.
+    # Where the records come from: 'files' (CIFAR's prepared folder, list files and images) or
+    # 'tfds' (a TFDS dataset prepared in ArrayRecord format, read without TensorFlow; the
+    # 'tfds' extra). ltx.data.tfds_source says how each family's splits are chosen.
+    c.data.source = "files"
+    c.data.tfds_name = ""  # '' = the family's TFDS dataset (tfds_source.TFDS_NAMES); 'name:1.0.0'.
+    c.data.tfds_data_dir = ""  # '' = $TFDS_DATA_DIR or ~/tensorflow_datasets; may be gs://.
     # grain worker processes for decoding and augmentation; -1: one per core but one (at most 16).
     c.data.num_workers = 0
     c.data.sampler = "shuffle"  # Or 'class_balanced' (RIDE's router stage).

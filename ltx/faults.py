@@ -9,6 +9,11 @@ signals and a second trainer on the same workdir.
 - `WorkdirLock`: an exclusive `flock` on `<workdir>/.lock` held while a run trains; a second
   trainer on the same workdir is refused at once (`WorkdirBusy`). The kernel drops the lock when
   its process dies, so a killed run never leaves a stale lock behind.
+  An object store (a `gs://` workdir) has no lock: there `.lock` records the holder's host and
+  process, a second trainer started on the same host while that process lives is refused, and
+  one started on another host takes the workdir over with a warning naming the holder (a pod
+  that was preempted leaves a `.lock` of a host that is gone, and its resume must proceed).
+  Two trainers launched on different machines against one bucket workdir are not detected.
 """
 
 from __future__ import annotations
@@ -17,6 +22,9 @@ import errno
 import fcntl
 import os
 import signal
+import socket
+
+from ltx import files
 
 
 class Diverged(RuntimeError):
@@ -39,11 +47,15 @@ class WorkdirLock:
     naming the process that holds it."""
 
     def __init__(self, workdir: str):
-        self.path = os.path.join(workdir, LOCK_FILE)
+        self.workdir = workdir
+        self.path = files.join(workdir, LOCK_FILE)
         self._fd = None
+        self._owner = None
 
     def __enter__(self) -> "WorkdirLock":
-        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+        if not files.is_local(self.path):
+            return self._enter_object_store()
+        files.makedirs(self.workdir or ".")
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -52,7 +64,7 @@ class WorkdirLock:
             os.close(fd)
             if err.errno in (errno.EAGAIN, errno.EACCES):
                 raise WorkdirBusy(
-                    f"workdir {os.path.dirname(self.path)!r} is being trained by process "
+                    f"workdir {self.workdir!r} is being trained by process "
                     f"{holder} (it holds {self.path}); wait for it or use another --workdir"
                 ) from None
             raise
@@ -61,11 +73,41 @@ class WorkdirLock:
         self._fd = fd
         return self
 
+    def _enter_object_store(self) -> "WorkdirLock":
+        owner = f"{socket.gethostname()} {os.getpid()}"
+        holder = files.read_text(self.path).strip() if files.isfile(self.path) else ""
+        host, _, pid = holder.partition(" ")
+        if holder and host == socket.gethostname() and pid.isdigit() and _alive(int(pid)):
+            raise WorkdirBusy(f"workdir {self.workdir!r} is being trained by process {pid} "
+                              f"on this host (it wrote {self.path}); wait for it or use "
+                              "another --workdir")
+        if holder and host != socket.gethostname():
+            print(f"Warning: {self.path} names {holder!r} (host, process) as training this "
+                  "workdir; an object store has no lock, so ltx takes it over, assuming that "
+                  "run has ended", flush=True)
+        files.write_text(self.path, owner)
+        self._owner = owner
+        return self
+
     def __exit__(self, *exc) -> None:
+        if self._owner is not None:
+            if files.isfile(self.path) and files.read_text(self.path).strip() == self._owner:
+                files.remove(self.path)
+            self._owner = None
         if self._fd is not None:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # Alive, owned by another user.
+        return True
+    return True
 
 
 class StopSignals:

@@ -6,7 +6,6 @@ Only process 0 writes; on other processes `create_writer` returns a writer that 
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from typing import Any, Mapping
@@ -24,6 +23,9 @@ def _scalar(value):
 class JsonlWriter:
     """Appends one JSON object per `write_scalars` call to `<workdir>/metrics.jsonl`.
 
+    On an object store (a `gs://` workdir) records are kept until `flush`, which rewrites the
+    object with them added (`files.append_text`); locally they go to an open file.
+
     `resume_step`: the step a run starts from (0 for one without a checkpoint); records of later
     steps, written by an interrupted attempt after its last checkpoint, are dropped first (the
     run writes them again), so every step has one record.
@@ -31,24 +33,37 @@ class JsonlWriter:
 
     def __init__(self, path: str, resume_step: int | None = None):
         self.path = path
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        if resume_step is not None and os.path.isfile(path):
+        files.makedirs(files.dirname(path) or ".")
+        if resume_step is not None and files.isfile(path):
             _drop_records_after(path, resume_step)
-        self._file = open(path, "a", encoding="utf-8")
+        self._file = files.open(path, "a") if files.is_local(path) else None
+        self._pending: list[str] = []
+
+    def _write(self, line: str) -> None:
+        if self._file is None:
+            self._pending.append(line)
+        else:
+            self._file.write(line)
 
     def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
         record = {"step": int(step), "time": time.time()}
         record.update({k: _scalar(v) for k, v in scalars.items()})
-        self._file.write(json.dumps(record) + "\n")
+        self._write(json.dumps(record) + "\n")
 
     def write_hparams(self, hparams: Mapping[str, Any]) -> None:
-        self._file.write(json.dumps({"hparams": hparams}, default=str) + "\n")
+        self._write(json.dumps({"hparams": hparams}, default=str) + "\n")
 
     def flush(self) -> None:
-        self._file.flush()
+        if self._file is not None:
+            self._file.flush()
+        elif self._pending:
+            files.append_text(self.path, "".join(self._pending))
+            self._pending.clear()
 
     def close(self) -> None:
-        self._file.close()
+        self.flush()
+        if self._file is not None:
+            self._file.close()
 
 
 def _drop_records_after(path: str, step: int) -> None:
@@ -56,7 +71,7 @@ def _drop_records_after(path: str, step: int) -> None:
     final evaluation's records (redone by a run resumed at its last step) and a torn last line,
     atomically."""
     kept, dropped = [], 0
-    with open(path, encoding="utf-8") as f:
+    with files.open(path) as f:
         for line in f:
             try:
                 record = json.loads(line)
@@ -126,9 +141,9 @@ def create_writer(workdir: str, *, process_index: int, tensorboard: bool = False
     """The run's writers on process 0 (see `JsonlWriter` for `resume_step`); none elsewhere."""
     if process_index != 0:
         return MultiWriter([])
-    writers = [JsonlWriter(os.path.join(workdir, "metrics.jsonl"), resume_step)]
+    writers = [JsonlWriter(files.join(workdir, "metrics.jsonl"), resume_step)]
     if tensorboard:
-        writers.append(TensorBoardWriter(os.path.join(workdir, "tensorboard")))
+        writers.append(TensorBoardWriter(files.join(workdir, "tensorboard")))
     return MultiWriter(writers)
 
 

@@ -7,19 +7,24 @@ figure. Accuracies are in percent.
 
 from __future__ import annotations
 
+import io
 from typing import Mapping, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
-from ltx import metrics
+from ltx import files, metrics
 
 _DPI = 120
 
 
 def _save(fig: Figure, path: str) -> Figure:
-    fig.savefig(path, dpi=_DPI, bbox_inches="tight")
+    """Writes `fig` as a PNG to `path` through the path layer (a URL too), whole or not at
+    all: rendered in memory first."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=_DPI, bbox_inches="tight")
+    files.write_text(path, buffer.getvalue())
     return fig
 
 

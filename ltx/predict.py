@@ -24,13 +24,13 @@ a method without one refuses a prior.
 
 from __future__ import annotations
 
-import os
+import io
 from typing import Sequence
 
 import jax
 import numpy as np
 
-from ltx import workdirs
+from ltx import files, workdirs
 from ltx.data import augment
 from ltx.data.image_lists import IMAGE_EXTENSIONS
 PRIOR_TOLERANCE = 1e-3
@@ -57,16 +57,16 @@ def check_prior(prior, num_classes: int) -> np.ndarray:
 
 def image_files(path: str) -> list[str]:
     """`path` itself if it is a file, else the image files directly in the folder, sorted."""
-    if os.path.isfile(path):
+    if files.isfile(path):
         return [path]
-    if not os.path.isdir(path):
+    if not files.isdir(path):
         raise FileNotFoundError(f"{path!r} is neither an image file nor a folder")
-    files = sorted(os.path.join(path, name) for name in os.listdir(path)
-                   if name.lower().endswith(IMAGE_EXTENSIONS))
-    if not files:
+    images = sorted(files.join(path, name) for name in files.listdir(path)
+                    if name.lower().endswith(IMAGE_EXTENSIONS))
+    if not images:
         raise FileNotFoundError(f"folder {path!r} holds no image files "
                                 f"({', '.join(IMAGE_EXTENSIONS)})")
-    return files
+    return images
 
 
 def read_image(path: str) -> np.ndarray:
@@ -74,7 +74,11 @@ def read_image(path: str) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as image:
+        # A local file goes to PIL by its name (which its errors then show), a URL's bytes
+        # through the path layer.
+        source = (files.expand(path) if files.is_local(path)
+                  else io.BytesIO(files.read_bytes(path)))
+        with Image.open(source) as image:
             image.load()
             if image.mode not in ("L", "RGB", "RGBA"):
                 image = image.convert("RGBA" if "A" in image.getbands() else "RGB")
@@ -167,8 +171,8 @@ class Predictor:
     def predict_paths(self, paths: Sequence[str], target_prior=None
                       ) -> tuple[list[str], np.ndarray]:
         """(image files, probabilities [N, C]) for image files and folders of images."""
-        files = [f for path in paths for f in image_files(path)]
-        return files, self.predict_proba([read_image(f) for f in files], target_prior)
+        images = [f for path in paths for f in image_files(path)]
+        return images, self.predict_proba([read_image(f) for f in images], target_prior)
 
 
 def top_k(probs: np.ndarray, k: int) -> list[list[tuple[int, float]]]:

@@ -17,6 +17,8 @@ import sys
 import time
 from importlib import metadata
 
+from ltx import files
+
 PACKAGES = ("ltx", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "grain")
 LAUNCHES_FILE = "launches.jsonl"
 
@@ -35,7 +37,9 @@ def versions() -> dict[str, str | None]:
 
 @functools.lru_cache(maxsize=1)
 def git_commit() -> str | None:
-    """The commit of the git checkout holding the ltx package, or None (an installed wheel)."""
+    """The commit of the git checkout holding the ltx package, or None (an installed wheel).
+
+    Local paths on purpose: this is the source tree `__file__` lies in, not a workdir."""
     source = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     if not os.path.exists(os.path.join(source, ".git")):
         return None
@@ -54,6 +58,5 @@ def record_launch(workdir: str, *, step: int, config_file: str | None) -> dict:
     """Appends this launch's record to `<workdir>/launches.jsonl` and returns it."""
     record = {"step": int(step), "time": time.time(), "argv": list(sys.argv),
               "versions": versions(), "git_commit": git_commit(), "config_file": config_file}
-    with open(os.path.join(workdir, LAUNCHES_FILE), "a", encoding="utf-8") as f:
-        f.write(json.dumps(record) + "\n")
+    files.append_text(files.join(workdir, LAUNCHES_FILE), json.dumps(record) + "\n")
     return record

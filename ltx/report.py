@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import re
 from typing import Any, Sequence
 
@@ -41,7 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ltx import evaluation, files, metrics, plots, workdirs
-from ltx.data import image_lists, long_tail, shots
+from ltx.data import datasets, long_tail, shots
 from ltx.methods.sade import test_time as test_time_lib
 
 IMBALANCE_FACTORS = (2, 5, 10, 25, 50)
@@ -94,17 +93,17 @@ def shifted_test_lists(data_config) -> dict[str, str]:
     """
     prefix = _SHIFTED_LIST_PREFIX.get(data_config.name)
     folder = data_config.get("list_dir", "") or data_config.get("root", "")
-    if prefix is None or not folder or not os.path.isdir(folder):
+    if prefix is None or not folder or not files.isdir(folder):
         return {}
     found = {}
-    for name in os.listdir(folder):
+    for name in files.listdir(folder):
         match = _SHIFTED_LIST.match(name)
         if match and match["prefix"] == prefix:
-            found[(match["kind"], int(match["factor"]))] = os.path.join(folder, name)
+            found[(match["kind"], int(match["factor"]))] = files.join(folder, name)
     result = {f"forward-{f}": found[("forward", f)]
               for f in sorted((f for k, f in found if k == "forward"), reverse=True)}
-    if os.path.isfile(os.path.join(folder, f"{prefix}_uniform.txt")):
-        result["uniform"] = os.path.join(folder, f"{prefix}_uniform.txt")
+    if files.isfile(files.join(folder, f"{prefix}_uniform.txt")):
+        result["uniform"] = files.join(folder, f"{prefix}_uniform.txt")
     result.update({f"backward-{f}": found[("backward", f)]
                    for f in sorted(f for k, f in found if k == "backward")})
     return result
@@ -205,7 +204,7 @@ def evaluate_workdir(workdir: str, *, shot_convention: str | None = None,
     correct = method.correct_prior
     report: dict[str, Any] = {
         "meta": {
-            "workdir": os.path.abspath(workdir), "step": int(predictor.step),
+            "workdir": files.absolute(workdir), "step": int(predictor.step),
             "dataset": dataset.name, "method": method.name,
             "num_experts": int(expert_logits.shape[0]), "lambdas": lambdas,
             "seed": cfg.seed, "shot_convention": convention,
@@ -222,7 +221,7 @@ def evaluate_workdir(workdir: str, *, shot_convention: str | None = None,
     if lists:  # The shipped lists of ImageNet-LT / iNaturalist: other images than the test set.
         def shifted():
             for name, path in lists.items():
-                split = image_lists.load_split(path, cfg.data.root, num_classes)
+                split = datasets.load_list_split(cfg.data, path, num_classes)
                 sub_outputs, sub_logits, sub_labels = predictor.predict(split)
                 yield name, np.asarray(sub_outputs.logits), sub_logits, sub_labels, split
     else:  # Cut from the test split, as test_all_cifar.py does.
@@ -267,7 +266,7 @@ def evaluate_workdir(workdir: str, *, shot_convention: str | None = None,
     if test_time:
         report["test_time"] = {"settings": dataclasses.asdict(settings), "seed": test_time_seed,
                                "distributions": test_time_results}
-    report["meta"]["shifted_test_lists"] = (os.path.dirname(next(iter(lists.values())))
+    report["meta"]["shifted_test_lists"] = (files.dirname(next(iter(lists.values())))
                                             if lists else None)
     report["meta"]["test_distribution_head"] = int(min(
         max_per_class, np.bincount(labels, minlength=num_classes).min()))
@@ -283,12 +282,12 @@ def evaluate_workdir(workdir: str, *, shot_convention: str | None = None,
         report["method"] = method.evaluate(outputs, labels, dataset, cfg)
     report.update(predictor.extra_reports())
 
-    out_dir = os.path.join(workdir, "eval")
-    os.makedirs(out_dir, exist_ok=True)
+    out_dir = files.join(workdir, "eval")
+    files.makedirs(out_dir)
     report = _json_safe(report)
-    files.write_json(os.path.join(out_dir, "report.json"), report, sort_keys=False)
+    files.write_json(files.join(out_dir, "report.json"), report, sort_keys=False)
     markdown = format_markdown(report)
-    files.write_text(os.path.join(out_dir, "report.md"), markdown)
+    files.write_text(files.join(out_dir, "report.md"), markdown)
     if pictures:
         report["pictures"] = draw_pictures(out_dir, report, expert_logits, logits, labels)
     if verbose:
@@ -333,7 +332,7 @@ def draw_pictures(out_dir: str, report: dict, expert_logits: np.ndarray, logits:
     paths = []
 
     def target(name):
-        paths.append(os.path.join(out_dir, name))
+        paths.append(files.join(out_dir, name))
         return paths[-1]
 
     panels = {"ensemble": logits}

@@ -28,13 +28,13 @@ students from a published teacher.
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 import jax
 import ml_collections
 
-from ltx import checkpointing, config_check, config_lib, evaluation, methods, trainer, workdirs
+from ltx import (checkpointing, config_check, config_lib, evaluation, files, methods, trainer,
+                 workdirs)
 
 
 def _teacher_from_workdir(config) -> trainer.Teacher:
@@ -84,8 +84,7 @@ def _changes_from_saved(workdir: str, config: ml_collections.ConfigDict) -> str:
     """The dotted keys whose values differ between `config` and the workdir's config.json
     ('' when they agree or config.json cannot be read)."""
     try:
-        with open(os.path.join(workdir, workdirs.CONFIG_FILE)) as f:
-            saved = json.load(f)
+        saved = files.read_json(files.join(workdir, workdirs.CONFIG_FILE))
     except (OSError, ValueError):
         return ""
     given = json.loads(config.to_json_best_effort())
@@ -112,9 +111,9 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     summaries: dict[str, dict[str, Any]] = {}
     final: dict[str, Any] = {}
     for name, stage_config, links in stages:
-        stage_dir = os.path.join(workdir, name)
+        stage_dir = files.join(workdir, name)
         if "init_from" in links:
-            stage_config.model.init_checkpoint = os.path.join(workdir, links["init_from"])
+            stage_config.model.init_checkpoint = files.join(workdir, links["init_from"])
         if is_main:
             print(f"\n=== stage {name} ({stage_config.method.name}) in {stage_dir} ===",
                   flush=True)

@@ -6,11 +6,13 @@ seeds, each run in its own workdir under one root.
     ltx-sweep --root=runs/digits --table          # tabulate what is there, train nothing
 
 A run is `<root>/<cell>/seed<s>/` (its log beside it, `seed<s>.log`); a cell is one config with
-one value of every axis, named `<config stem>[__<key>=<value>...]`. Each run is the ordinary
-training command (`python -m ltx.train`) in a subprocess, so a finished run is skipped (its
-workdir has final_metrics.json), an interrupted one resumes from its checkpoint, and one that
-fails is reported without stopping the others. `--eval` also runs `ltx-eval` for the shifted test
-distributions.
+one value of every axis, named `<config stem>[__<key>=<value>...]`. The root may be a URL
+(`gs://bucket/sweep`, `ltx.files`): a run's log is then written to a local temporary file while
+the run lasts (its process writes to a real file only) and appended to `seed<s>.log` at its
+end. Each run is the ordinary training command (`python -m ltx.train`) in a subprocess, so a
+finished run is skipped (its workdir has final_metrics.json), an interrupted one resumes from
+its checkpoint, and one that fails is reported without stopping the others. `--eval` also runs
+`ltx-eval` for the shifted test distributions.
 
 The table has one row per cell: mean ± std over its finished seeds (population std, ddof 0) of
 test top-1 all/many/medium/few, ECE and NLL, and with `--eval` the ensemble's top-1 (sample
@@ -26,14 +28,14 @@ import csv
 import dataclasses
 import io
 import itertools
-import json
 import os
 import re
 import shlex
 import subprocess
 import sys
+import tempfile
 import time
-from typing import Any, Sequence
+from typing import IO, Any, Sequence
 
 import numpy as np
 
@@ -85,6 +87,8 @@ def grid(configs: Sequence[str], seeds: Sequence[int], *, args: Sequence[str] = 
     runs = []
     for spec in configs:
         path, _, own_arg = spec.partition(":")
+        # A config file is a Python module that the training subprocess imports from the local
+        # disk (ml_collections' config_flags), never a URL: the operating system's calls.
         if not os.path.isfile(path):
             raise FileNotFoundError(f"config file {path!r} does not exist")
         stem = os.path.splitext(os.path.basename(path))[0]
@@ -101,13 +105,12 @@ def grid(configs: Sequence[str], seeds: Sequence[int], *, args: Sequence[str] = 
 
 
 def workdir_of(root: str, run: Run) -> str:
-    return os.path.join(root, run.cell, f"seed{run.seed}")
+    return files.join(root, run.cell, f"seed{run.seed}")
 
 
 def _finished(workdir: str, evaluate: bool) -> bool:
-    done = os.path.isfile(os.path.join(workdir, "final_metrics.json"))
-    return done and (not evaluate or os.path.isfile(os.path.join(workdir, "eval",
-                                                                 "report.json")))
+    done = files.isfile(files.join(workdir, "final_metrics.json"))
+    return done and (not evaluate or files.isfile(files.join(workdir, "eval", "report.json")))
 
 
 def run_grid(runs: Sequence[Run], root: str, *, parallel: int = 1, evaluate: bool = False,
@@ -141,9 +144,9 @@ def run_grid(runs: Sequence[Run], root: str, *, parallel: int = 1, evaluate: boo
         for slot, (process, run, logfile) in list(running.items()):
             if process.poll() is None:
                 continue
-            logfile.close()
             del running[slot]
             workdir = workdir_of(root, run)
+            _close_log(logfile, workdir)
             if process.returncode == 0:
                 status[workdir] = "done"
             else:
@@ -155,7 +158,7 @@ def run_grid(runs: Sequence[Run], root: str, *, parallel: int = 1, evaluate: boo
 
 def _start(run: Run, root: str, slot: int, evaluate: bool, one_device_each: bool):
     workdir = workdir_of(root, run)
-    os.makedirs(os.path.dirname(workdir), exist_ok=True)
+    files.makedirs(files.dirname(workdir))
     env = dict(os.environ)
     if one_device_each:
         env["CUDA_VISIBLE_DEVICES"] = str(slot)
@@ -164,7 +167,7 @@ def _start(run: Run, root: str, slot: int, evaluate: bool, one_device_each: bool
     if evaluate:
         script += " && " + shlex.join([sys.executable, "-m", "ltx.cli", "eval",
                                        f"--workdir={workdir}", "--nopictures"])
-    logfile = open(f"{workdir}.log", "a")
+    logfile = _open_log(workdir)
     logfile.write(f"$ {script}\n")
     logfile.flush()
     process = subprocess.Popen(["bash", "-c", script], stdout=logfile, stderr=subprocess.STDOUT,
@@ -172,14 +175,36 @@ def _start(run: Run, root: str, slot: int, evaluate: bool, one_device_each: bool
     return process, run, logfile
 
 
+def _open_log(workdir: str) -> IO:
+    """The file a run's subprocess writes its output to. Under a local root `<workdir>.log`
+    itself, appended to (a retried run keeps the output of the earlier tries). Under a URL root
+    a local temporary file, since a child process writes to a real file only; `_close_log`
+    appends it to `<workdir>.log` when the run ends."""
+    if files.is_local(workdir):
+        return open(files.expand(f"{workdir}.log"), "a")
+    # errors='replace': the child's output need not be UTF-8, and append_text takes text.
+    return tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace", suffix=".log")
+
+
+def _close_log(logfile: IO, workdir: str) -> None:
+    """Closes a finished run's log; under a URL root its output is first appended to
+    `<workdir>.log` (read from the start: the child moved the offset it shares with this
+    file to the end)."""
+    try:
+        if not files.is_local(workdir):
+            logfile.seek(0)
+            files.append_text(f"{workdir}.log", logfile.read())
+    finally:
+        logfile.close()
+
+
 # -- the table --------------------------------------------------------------------------------
 
 def _distribution_top1(workdir: str) -> dict[str, float]:
-    path = os.path.join(workdir, "eval", "report.json")
-    if not os.path.isfile(path):
+    path = files.join(workdir, "eval", "report.json")
+    if not files.isfile(path):
         return {}
-    with open(path) as f:
-        report = json.load(f)
+    report = files.read_json(path)
     # The sample accuracy, the headline of the references' test-agnostic tables (and of
     # ltx-eval's report), then SADE's test-time aggregation where ltx-eval ran it.
     found = {name: d["plain"]["top1_samples"]
@@ -193,21 +218,19 @@ def _distribution_top1(workdir: str) -> dict[str, float]:
 def collect(root: str) -> list[dict[str, Any]]:
     """One row per cell folder of `root` with at least one finished seed: {'cell', 'seeds',
     '<column>': (mean, std), 'distributions': {name: (mean, std)}}."""
-    if not os.path.isdir(root):
+    if not files.isdir(root):
         raise FileNotFoundError(f"sweep root {root!r} does not exist")
     rows = []
-    for cell in sorted(os.listdir(root)):
-        folder = os.path.join(root, cell)
-        seeds = sorted((int(name[4:]), os.path.join(folder, name)) for name in
-                       (os.listdir(folder) if os.path.isdir(folder) else [])
+    for cell in files.listdir(root):
+        folder = files.join(root, cell)
+        seeds = sorted((int(name[4:]), files.join(folder, name)) for name in
+                       (files.listdir(folder) if files.isdir(folder) else [])
                        if name.startswith("seed") and name[4:].isdigit()
-                       and os.path.isfile(os.path.join(folder, name, "final_metrics.json")))
+                       and files.isfile(files.join(folder, name, "final_metrics.json")))
         if not seeds:
             continue
-        finals = []
-        for _, workdir in seeds:
-            with open(os.path.join(workdir, "final_metrics.json")) as f:
-                finals.append(json.load(f))
+        finals = [files.read_json(files.join(workdir, "final_metrics.json"))
+                  for _, workdir in seeds]
         row: dict[str, Any] = {"cell": cell, "seeds": [s for s, _ in seeds]}
         for column in COLUMNS:
             values = np.array([float(f[column]) for f in finals if f.get(column) is not None],
@@ -267,9 +290,9 @@ def write_table(root: str, *, pictures: bool = True) -> list[dict[str, Any]]:
     """`collect(root)` written as table.md, table.csv and table.json in `root`, and with
     `pictures` the PNGs of `write_plots`."""
     rows = collect(root)
-    files.write_text(os.path.join(root, "table.md"), format_markdown(rows))
-    files.write_text(os.path.join(root, "table.csv"), format_csv(rows))
-    files.write_json(os.path.join(root, "table.json"), rows, sort_keys=False)
+    files.write_text(files.join(root, "table.md"), format_markdown(rows))
+    files.write_text(files.join(root, "table.csv"), format_csv(rows))
+    files.write_json(files.join(root, "table.json"), rows, sort_keys=False)
     if pictures and rows:
         write_plots(root, rows)
     return rows
@@ -290,7 +313,7 @@ def write_plots(root: str, rows: list[dict[str, Any]]) -> list[str]:
     Returns the paths written."""
     from ltx import plots  # matplotlib, only when drawing.
     cells = [r["cell"] for r in rows]
-    written = [os.path.join(root, "groups.png")]
+    written = [files.join(root, "groups.png")]
     plots.sweep_group_accuracy(written[0], cells, {
         g.removeprefix("top1_"): [r[g] for r in rows]
         for g in ("top1_all", "top1_many", "top1_medium", "top1_few")})
@@ -307,13 +330,13 @@ def write_plots(root: str, rows: list[dict[str, Any]]) -> list[str]:
             rest = "__".join([stem] + [f"{k}={v}" for k, v in axes.items() if k != axis])
             lines.setdefault(rest, [None] * len(values))[values.index(axes[axis])] = (
                 row["top1_all"])
-        path = os.path.join(root, f"vs_{_SAFE.sub('-', axis)}.png")
+        path = files.join(root, f"vs_{_SAFE.sub('-', axis)}.png")
         plots.sweep_lines(path, [_number(v) for v in values], lines, xlabel=axis,
                           ylabel="test top-1, all classes (%)", log_x=True)
         written.append(path)
     names = [n for n in _headers(rows) if not n.endswith(" test-time")]
     if names:
-        path = os.path.join(root, "vs_test_distribution.png")
+        path = files.join(root, "vs_test_distribution.png")
         plots.sweep_lines(path, names, {r["cell"]: [r["distributions"].get(n) for n in names]
                                         for r in rows}, xlabel="test distribution")
         written.append(path)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import os
 import time
 from typing import Any
 
@@ -268,7 +267,7 @@ def pretrained_variables(path: str, params, batch_stats) -> tuple[Any, Any, str]
     npz checkpoint file of a reference layout (`ltx.convert.layouts`: torchvision ResNets, RIDE /
     BalPoE / SADE expert ResNets, LDAM-DRW's ResNet-32), converted without PyTorch.
     """
-    if os.path.isfile(path):
+    if files.isfile(path):
         from ltx.convert import arrays, layouts
         state_dict = arrays.load_state_dict(path)
         variables, report = layouts.convert(
@@ -505,7 +504,7 @@ class Run:
         Raises FileNotFoundError when the workdir has no checkpoint and
         `checkpointing.CheckpointMismatchError` when it was written by another model.
         """
-        if not os.path.isdir(os.path.join(self.workdir, "checkpoints")):
+        if not files.isdir(files.join(self.workdir, "checkpoints")):
             raise FileNotFoundError(f"no checkpoints/ directory in {self.workdir}")
         checkpointer = checkpointing.Checkpointer(self.workdir, async_save=False)
         try:
@@ -539,7 +538,7 @@ class Run:
             raise ValueError(f"method {self.method.name!r} distils from a teacher, but none was "
                              "given (set config.teacher.workdir, or run it as a stage after its "
                              "teacher)")
-        os.makedirs(self.workdir, exist_ok=True)
+        files.makedirs(self.workdir)
         lock = faults.WorkdirLock(self.workdir) if is_main else contextlib.nullcontext()
         # Under jax.distributed, SIGTERM belongs to JAX's preemption notifier (behind orbax's
         # sync point); a Python handler would replace it.
@@ -632,19 +631,17 @@ class Run:
 
     def _write_config(self, step: int) -> None:
         text = self.config.to_json_best_effort(indent=2)
-        path = os.path.join(self.workdir, "config.json")
+        path = files.join(self.workdir, "config.json")
         written = None
-        if step == 0 or not os.path.isfile(path):
+        if step == 0 or not files.isfile(path):
             written = path
-        else:
-            with open(path) as f:
-                if f.read() != text:
-                    written = os.path.join(self.workdir, f"config.{step}.json")
+        elif files.read_text(path) != text:
+            written = files.join(self.workdir, f"config.{step}.json")
         if written is not None:
             files.write_text(written, text)
         provenance.record_launch(self.workdir, step=step,
                                  config_file=None if written is None
-                                 else os.path.basename(written))
+                                 else files.basename(written))
 
     def _should_save(self, step: int, last: bool) -> bool:
         return last or _crossed(step, self.steps_per_epoch, self.config.checkpoint.every_epochs)
@@ -716,7 +713,7 @@ class Run:
         writer.write_scalars(int(state.step), {f"final/{k}": v for k, v in rows["test"].items()})
         writer.close()
         if jax.process_index() == 0:
-            files.write_json(os.path.join(self.workdir, "final_metrics.json"), final)
+            files.write_json(files.join(self.workdir, "final_metrics.json"), final)
             print(f"\nFinished {self.total_steps} steps ({cfg.num_epochs} epochs) in "
                   f"{wall:.1f}s; metrics in {self.workdir}/final_metrics.json")
             print(evaluation.format_table(rows), flush=True)

@@ -12,8 +12,6 @@ experts). `ltx-eval`, `ltx-predict` and `ltx.stats` use it, so they work on ever
 
 from __future__ import annotations
 
-import json
-import os
 from typing import Any
 
 import jax.numpy as jnp
@@ -29,11 +27,10 @@ FINAL_METRICS_FILE = "final_metrics.json"
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
     """The ConfigDict a run wrote to `<workdir>/config.json` (JSON lists back to tuples)."""
-    path = os.path.join(workdir, CONFIG_FILE)
-    if not os.path.isfile(path):
+    path = files.join(workdir, CONFIG_FILE)
+    if not files.isfile(path):
         raise FileNotFoundError(f"{path} does not exist; is {workdir!r} a training workdir?")
-    with open(path) as f:
-        raw = json.load(f)
+    raw = files.read_json(path)
 
     def tuples(x):
         if isinstance(x, dict):
@@ -46,20 +43,19 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
 
 
 def write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
-    files.write_text(os.path.join(workdir, CONFIG_FILE), config.to_json_best_effort(indent=2))
+    files.write_text(files.join(workdir, CONFIG_FILE), config.to_json_best_effort(indent=2))
 
 
 def is_finished(workdir: str) -> bool:
-    return os.path.isfile(os.path.join(workdir, FINAL_METRICS_FILE))
+    return files.isfile(files.join(workdir, FINAL_METRICS_FILE))
 
 
 def read_final_metrics(workdir: str) -> dict[str, Any]:
-    with open(os.path.join(workdir, FINAL_METRICS_FILE)) as f:
-        return json.load(f)
+    return files.read_json(files.join(workdir, FINAL_METRICS_FILE))
 
 
 def write_final_metrics(workdir: str, final: dict[str, Any]) -> None:
-    files.write_json(os.path.join(workdir, FINAL_METRICS_FILE), final)
+    files.write_json(files.join(workdir, FINAL_METRICS_FILE), final)
 
 
 def restore_run(workdir: str, step: int | None = None,
@@ -82,7 +78,7 @@ def restore_stages(workdir: str, config: ml_collections.ConfigDict | None = None
     staged = config_lib.stage_configs(config)
     runs = {}
     for index, (name, stage_config, _) in enumerate(staged):
-        runs[name] = restore_run(os.path.join(workdir, name),
+        runs[name] = restore_run(files.join(workdir, name),
                                  step if index == len(staged) - 1 else None, stage_config)
     return runs
 

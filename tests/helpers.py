@@ -23,6 +23,21 @@ def tiny_config(name="digits_lt_balpoe", epochs=1, arg=""):
     return load_config(name, f"tiny=1,epochs={epochs}{extra}")
 
 
+def nan_loss_from_step(run, step):
+    """Makes `run`'s train step report a NaN loss from its `step`-th call on (parameters still
+    update), so that `run.train()` stops with `faults.Diverged` there."""
+    step_fn, calls = run.train_step, []
+
+    def nan_from(state, batch, rng, teacher_variables):
+        state, metrics = step_fn(state, batch, rng, teacher_variables)
+        calls.append(1)
+        if len(calls) >= step:
+            metrics = dict(metrics, loss_sum=np.float32(np.nan))
+        return state, metrics
+
+    run.train_step = nan_from
+
+
 def assert_trees_close(a, b, rtol, atol):
     flat_a, tree_a = jax.tree.flatten(a)
     flat_b, tree_b = jax.tree.flatten(b)

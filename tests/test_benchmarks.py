@@ -79,3 +79,15 @@ def test_weight_gradient_formulations_agree_with_xla(capsys):
     for row in rows:
         differences = re.findall(r"diff (\S+)\)", row)
         assert len(differences) == 4 and all(float(d) < 1e-5 for d in differences)
+
+
+def test_decoding_benchmark_compares_tfds_records_with_the_same_jpegs_as_files(
+        capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("LTX_CACHE_DIR", str(tmp_path))
+    data_dir = os.path.join(ROOT, "tests", "fixtures", "tfds", "data")
+    _script("benchmark_decoding").main(["--tfds_data_dir", data_dir, "--images", "16",
+                                        "--batch", "8", "--pairs", "1"])
+    out = capsys.readouterr().out
+    for source in ("tfds", "files"):
+        rates = re.findall(rf"pair 1 {source}: \w+, .*: ([\d,]+) images/s", out)
+        assert len(rates) == 4 and all(float(r.replace(",", "")) > 0 for r in rates), out

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from helpers import CONFIG_DIR, tiny_config
+from helpers import CONFIG_DIR, nan_loss_from_step, tiny_config
 from ltx import checkpointing, faults, files, trainer
 
 
@@ -128,16 +128,7 @@ def test_divergence_stops_saves_nothing_and_the_run_resumes(tmp_path):
     config.log_every_steps = 2
     workdir = str(tmp_path / "run")
     run = trainer.Run(config, workdir)
-    step_fn, calls = run.train_step, []
-
-    def nan_from_step_12(state, batch, rng, teacher_variables):
-        state, metrics = step_fn(state, batch, rng, teacher_variables)
-        calls.append(1)
-        if len(calls) >= 12:
-            metrics = dict(metrics, loss_sum=jnp.float32(np.nan))
-        return state, metrics
-
-    run.train_step = nan_from_step_12
+    nan_loss_from_step(run, 12)
     with pytest.raises(faults.Diverged, match=r"at step 12 \(last finite loss .* at step 11\)"):
         run.train()
     assert not os.path.exists(os.path.join(workdir, "final_metrics.json"))

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from ltx import files
 from ltx.convert import torch_pickle
 
 TORCH_EXTENSIONS = (".pth", ".pt", ".tar", ".ckpt", ".bin")
@@ -71,25 +72,29 @@ def load_state_dict(path: str) -> StateDict:
     Raises FileNotFoundError, `torch_pickle.CheckpointFormatError` (damaged or unsupported file,
     or one without any array) and `torch_pickle.UnsafeCheckpointError`.
     """
-    if not os.path.isfile(path):
+    if not files.isfile(path):
         raise FileNotFoundError(f"checkpoint {path!r} does not exist")
-    ext = os.path.splitext(path)[1].lower()
+    ext = os.path.splitext(files.basename(path))[1].lower()
     container = ""
     if ext == ".safetensors":
         from safetensors import SafetensorError
-        from safetensors.numpy import load_file
+        from safetensors.numpy import load, load_file
         try:
-            tree = load_file(path)
+            # A local file is memory-mapped by name; a URL's bytes come through the path layer.
+            tree = (load_file(files.expand(path)) if files.is_local(path)
+                    else load(files.read_bytes(path)))
         except (SafetensorError, OSError, ValueError) as err:
             raise torch_pickle.CheckpointFormatError(f"{path}: not a readable safetensors "
                                                      f"file: {err}") from None
     elif ext == ".npz":
         try:
-            loaded = np.load(path, allow_pickle=False)
-            if not isinstance(loaded, np.lib.npyio.NpzFile):  # A bare .npy array (or memmap).
-                raise ValueError(f"it holds a single {type(loaded).__name__}, not an archive")
-            with loaded as z:
-                tree = {k: z[k] for k in z.files}
+            with files.open(path, "rb") as file:  # Open while the archive's members are read.
+                loaded = np.load(file, allow_pickle=False)
+                if not isinstance(loaded, np.lib.npyio.NpzFile):  # A bare .npy array.
+                    raise ValueError(f"it holds a single {type(loaded).__name__}, not an "
+                                     "archive")
+                with loaded as z:
+                    tree = {k: z[k] for k in z.files}
         except (OSError, ValueError, EOFError) as err:
             raise torch_pickle.CheckpointFormatError(f"{path}: not a readable .npz file (object "
                                                      f"arrays are refused): {err}") from None

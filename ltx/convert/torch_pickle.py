@@ -29,12 +29,15 @@ import collections
 import io
 import os
 import pickle
+import posixpath
 import types
 import zipfile
 from typing import Any
 
 import ml_dtypes
 import numpy as np
+
+from ltx import files
 
 
 class CheckpointFormatError(ValueError):
@@ -242,9 +245,9 @@ class _DataOnlyUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError("persistent id refused")
 
 
-def _refuse_legacy(path: str) -> None:
-    with open(path, "rb") as f:
-        head = f.read(64)
+def _refuse_legacy(path: str, file) -> None:
+    file.seek(0)
+    head = file.read(64)
     try:
         magic = _DataOnlyUnpickler(io.BytesIO(head)).load()
     except Exception:  # noqa: BLE001 - any failure means: not the legacy magic number.
@@ -269,12 +272,20 @@ def load(path: str) -> Any:
       CheckpointFormatError: a legacy, truncated or otherwise damaged file, naming the cause.
     """
     path = os.fspath(path)
-    if not os.path.isfile(path):
+    if not files.isfile(path):
         raise FileNotFoundError(f"checkpoint {path!r} does not exist")
-    if not zipfile.is_zipfile(path):
-        _refuse_legacy(path)
+    # zipfile reads the archive through a file object, so a URL works as a local path does; it
+    # stays open while the storages are read.
+    with files.open(path, "rb") as file:
+        return _load_archive(path, file)
+
+
+def _load_archive(path: str, file) -> Any:
+    """`load` of the open checkpoint file `file` (`path` names it in errors)."""
+    if not zipfile.is_zipfile(file):
+        _refuse_legacy(path, file)
     try:
-        archive = zipfile.ZipFile(path)
+        archive = zipfile.ZipFile(file)
     except (zipfile.BadZipFile, OSError) as err:
         raise CheckpointFormatError(f"{path} is not a readable zip archive: {err}") from None
     with archive:
@@ -282,7 +293,7 @@ def load(path: str) -> Any:
         if len(pickles) != 1:
             raise CheckpointFormatError(f"{path} holds {len(pickles)} data.pkl entries; a "
                                         "torch.save archive has exactly one")
-        prefix = os.path.dirname(pickles[0])
+        prefix = posixpath.dirname(pickles[0])  # Zip member names are '/'-separated.
         byteorder = f"{prefix}/byteorder" if prefix else "byteorder"
         try:
             big_endian = (byteorder in archive.namelist()

@@ -23,14 +23,13 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
 import pickle
-import shutil
 import tarfile
 
 import numpy as np
 
+from ltx import files
 from ltx.data import augment, long_tail, splits
 
 # ltx dataset name -> (folder / tarball family, number of classes).
@@ -61,7 +60,7 @@ _PIXELS = 3 * 32 * 32
 def default_data_dir() -> str:
     """$LTX_DATA_DIR, else ~/ltx_data: where `ltx-prepare` writes and the CIFAR configs read
     when `config.data.data_dir` is empty."""
-    return os.path.expanduser(os.environ.get(DATA_DIR_ENV) or "~/ltx_data")
+    return files.expand(os.environ.get(DATA_DIR_ENV) or "~/ltx_data")
 
 
 def family(name: str) -> str:
@@ -76,7 +75,7 @@ def family(name: str) -> str:
 def prepare_command(name: str, data_dir: str | None = None) -> str:
     """The command that prepares `name` (into `data_dir` if it is not the default)."""
     base = family(name)
-    target = "" if not data_dir or os.path.expanduser(data_dir) == default_data_dir() else (
+    target = "" if not data_dir or files.expand(data_dir) == default_data_dir() else (
         f" --data_dir={data_dir}")
     return (f"ltx-prepare {base} --tarball=<path to {TARBALLS[base][0]} or "
             f"{TARBALLS[base][1]}>{target}   (the tarball: {URL}{TARBALLS[base][0]})")
@@ -133,10 +132,15 @@ def read_tarball(path: str, name: str) -> dict[str, tuple[np.ndarray, np.ndarray
     base = family(name)
     num_classes = NAMES[f"{base}_lt"][1]
     try:
-        tar = tarfile.open(path, "r:*")
-    except (tarfile.TarError, OSError) as err:
+        handle = files.open(path, "rb")
+    except OSError as err:
         raise ValueError(f"{path} is not a readable tarball ({err})") from None
-    with tar:
+    try:
+        tar = tarfile.open(fileobj=handle, mode="r:*")
+    except (tarfile.TarError, OSError) as err:
+        handle.close()
+        raise ValueError(f"{path} is not a readable tarball ({err})") from None
+    with handle, tar:
         present = set(tar.getnames())
         for members, reader in ((_PYTHON_MEMBERS[base], _read_python),
                                 (_BINARY_MEMBERS[base], _read_binary)):
@@ -166,23 +170,35 @@ def find_tarball(name: str, data_dir: str | None = None) -> str | None:
     `<data_dir>/`, TFDS's manual folder (~/tensorflow_datasets/downloads/manual) and the current
     folder."""
     base = family(name)
-    folders = [os.path.join(data_dir or default_data_dir(), "downloads", "manual"),
+    folders = [files.join(data_dir or default_data_dir(), "downloads", "manual"),
                data_dir or default_data_dir(),
-               os.path.expanduser("~/tensorflow_datasets/downloads/manual"), os.getcwd()]
+               files.expand("~/tensorflow_datasets/downloads/manual"), os.getcwd()]
     for folder in folders:
         for tarball in TARBALLS[base]:
-            path = os.path.join(folder, tarball)
-            if os.path.isfile(path):
+            path = files.join(folder, tarball)
+            if files.isfile(path):
                 return path
     return None
 
 
 def _sha256(path: str) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with files.open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def _save_npy(path: str, array: np.ndarray) -> None:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    files.write_text(path, buffer.getvalue())
+
+
+def _load_npy(path: str) -> np.ndarray:
+    if files.is_local(path):
+        return np.load(path)
+    return np.load(io.BytesIO(files.read_bytes(path)))
 
 
 def prepare(name: str, tarball: str | None = None, data_dir: str | None = None) -> str:
@@ -193,7 +209,7 @@ def prepare(name: str, tarball: str | None = None, data_dir: str | None = None) 
     found, naming where it looked) or ValueError (not a CIFAR tarball of this kind).
     """
     base = family(name)
-    data_dir = os.path.expanduser(data_dir or default_data_dir())
+    data_dir = files.expand(data_dir or default_data_dir())
     if tarball is None:
         tarball = find_tarball(base, data_dir)
         if tarball is None:
@@ -201,29 +217,28 @@ def prepare(name: str, tarball: str | None = None, data_dir: str | None = None) 
                 f"no {TARBALLS[base][0]} or {TARBALLS[base][1]} in {data_dir}/downloads/manual, "
                 f"{data_dir}, ~/tensorflow_datasets/downloads/manual or the current folder; "
                 f"download it from {URL}{TARBALLS[base][0]} and pass --tarball=<path>")
-    if not os.path.isfile(tarball):
+    if not files.isfile(tarball):
         raise FileNotFoundError(f"--tarball={tarball!r} is not a file")
     splits_read = read_tarball(tarball, base)
-    folder = os.path.join(data_dir, base)
+    folder = files.join(data_dir, base)
     staging = f"{folder}.preparing-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    os.makedirs(staging)
+    files.rmtree(staging)
+    files.makedirs(staging)
     try:
         counts = {}
         for split, (images, labels) in splits_read.items():
-            np.save(os.path.join(staging, f"{split}_images.npy"), images)
-            np.save(os.path.join(staging, f"{split}_labels.npy"), labels)
+            _save_npy(files.join(staging, f"{split}_images.npy"), images)
+            _save_npy(files.join(staging, f"{split}_labels.npy"), labels)
             counts[split] = int(labels.size)
-        info = {"dataset": base, "tarball": os.path.basename(tarball),
+        info = {"dataset": base, "tarball": files.basename(tarball),
                 "sha256": _sha256(tarball), "counts": counts,
                 "order": "the tarball's (torchvision's CIFAR order)"}
-        with open(os.path.join(staging, "info.json"), "w") as f:
-            json.dump(info, f, indent=2)
-        if os.path.isdir(folder):
-            shutil.rmtree(folder)
-        os.replace(staging, folder)
+        files.write_json(files.join(staging, "info.json"), info, sort_keys=False)
+        if files.isdir(folder):
+            files.rmtree(folder)
+        files.rename(staging, folder)
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        files.rmtree(staging)
         raise
     return folder
 
@@ -232,9 +247,9 @@ def require_prepared(name: str, data_dir: str | None) -> str:
     """The prepared folder of `name` under `data_dir` (default: `default_data_dir()`), or
     FileNotFoundError at once with the command that prepares it."""
     base = family(name)
-    root = os.path.expanduser(data_dir) if data_dir else default_data_dir()
-    folder = os.path.join(root, base)
-    missing = [f for f in FILES if not os.path.isfile(os.path.join(folder, f))]
+    root = files.expand(data_dir) if data_dir else default_data_dir()
+    folder = files.join(root, base)
+    missing = [f for f in FILES if not files.isfile(files.join(folder, f))]
     if missing:
         where = ("config.data.data_dir is empty, so ltx looked in the default data directory "
                  f"{root} (${DATA_DIR_ENV} or ~/ltx_data)" if not data_dir else
@@ -252,8 +267,8 @@ def load_prepared(name: str, data_dir: str | None
     result = {}
     for split in ("train", "test"):
         try:
-            images = np.load(os.path.join(folder, f"{split}_images.npy"))
-            labels = np.load(os.path.join(folder, f"{split}_labels.npy"))
+            images = _load_npy(files.join(folder, f"{split}_images.npy"))
+            labels = _load_npy(files.join(folder, f"{split}_labels.npy"))
         except (OSError, ValueError) as err:
             raise ValueError(f"{folder} is damaged ({err}); prepare it again:\n  "
                              f"{prepare_command(name, data_dir)}") from None
@@ -281,8 +296,15 @@ def cifar_lt(
     """
     if name not in NAMES:
         raise ValueError(f"name={name!r}; expected one of {sorted(NAMES)}")
+    return long_tailed(name, load_prepared(name, data_dir), imbalance_ratio=imbalance_ratio,
+                       profile=profile, subset_seed=subset_seed)
+
+
+def long_tailed(name: str, data: dict[str, tuple[np.ndarray, np.ndarray]], *,
+                imbalance_ratio: float, profile: str, subset_seed: int) -> splits.Dataset:
+    """The long-tailed dataset of CIFAR arrays in the tarball's order ({'train': (images uint8
+    [50000, 32, 32, 3], labels [50000]), 'test': ...}, from the tarball or from TFDS)."""
     num_classes = NAMES[name][1]
-    data = load_prepared(name, data_dir)
     (train_images, train_labels), (test_images, test_labels) = data["train"], data["test"]
     max_per_class = len(train_labels) // num_classes
     counts = long_tail.long_tail_counts(max_per_class, num_classes, imbalance_ratio, profile)

@@ -1,8 +1,16 @@
-"""Dataset registry: `config.data.name` -> a `Dataset` of long-tailed splits."""
+"""Dataset registry: `config.data.name` -> a `Dataset` of long-tailed splits.
+
+`config.data.source` says where the records come from: 'files' (the default: CIFAR from the
+folder `ltx-prepare` writes, the list-file datasets from list files and an image folder) or
+'tfds' (a dataset prepared by TFDS in ArrayRecord format, read without TensorFlow;
+`ltx.data.tfds_source`). Both give the same splits; only the reading differs.
+"""
 
 from __future__ import annotations
 
 from ltx.data import cifar, digits, image_lists, splits
+
+SOURCES = ("files", "tfds")
 
 NAMES = ("digits_lt", "cifar10_lt", "cifar100_lt", "imagenet_lt", "inaturalist2018",
          "places_lt", "list_files")
@@ -28,7 +36,10 @@ def spec(data) -> tuple[int, tuple[int, int, int]]:
             raise ValueError("the 'list_files' dataset's spec needs config.data (num_classes)")
         size = int(data.augment.crop_size)
         num_classes = int(data.num_classes)
-        if num_classes == 0:  # From classes.txt or the training list.
+        if num_classes == 0 and _source(data) == "tfds" and not data.list_dir:
+            from ltx.data import tfds_source
+            num_classes = tfds_source.num_classes(_tfds_name(data), _tfds_data_dir(data))
+        elif num_classes == 0:  # From classes.txt or the training list.
             list_dir = data.list_dir or data.root
             train_list = image_lists.resolve_list(list_dir, data.train_list,
                                                   image_lists.DEFAULT_LISTS[name][0])
@@ -45,6 +56,8 @@ def build(data_config) -> splits.Dataset:
     A method may train on a view of it (`ltx.methods.dataset_view`, e.g. a class-balanced
     expert's classes plus a reject class)."""
     name = data_config.name
+    if _source(data_config) == "tfds" and name != "digits_lt":
+        return _build_from_tfds(data_config)
     if name == "digits_lt":
         return digits.digits_lt(data_config.imbalance_ratio, profile=data_config.profile,
                                 subset_seed=data_config.subset_seed)
@@ -67,3 +80,66 @@ def build(data_config) -> splits.Dataset:
             **({"imbalance_ratio": data_config.imbalance_ratio, "profile": data_config.profile,
                 "subset_seed": data_config.subset_seed} if name == "list_files" else {}))
     raise ValueError(f"config.data.name={name!r}; expected one of {NAMES}")
+
+
+def _source(data_config) -> str:
+    source = data_config.get("source", "files")
+    if source not in SOURCES:
+        raise ValueError(f"config.data.source={source!r}; expected one of {SOURCES}")
+    return source
+
+
+def _tfds_name(data_config) -> str:
+    from ltx.data import tfds_source
+    name = data_config.get("tfds_name", "") or tfds_source.TFDS_NAMES.get(data_config.name)
+    if not name:
+        raise ValueError(f"config.data.tfds_name is empty; the {data_config.name!r} dataset "
+                         "read from TFDS needs the TFDS dataset's name (e.g. 'food101')")
+    return name
+
+
+def _tfds_data_dir(data_config) -> str | None:
+    return data_config.get("tfds_data_dir", "") or None
+
+
+def _build_from_tfds(data_config) -> splits.Dataset:
+    from ltx.data import tfds_source
+    name, tfds_name, data_dir = data_config.name, _tfds_name(data_config), _tfds_data_dir(
+        data_config)
+    if name in cifar.NAMES:
+        return cifar.long_tailed(name, tfds_source.cifar_arrays(tfds_name, data_dir),
+                                 imbalance_ratio=data_config.imbalance_ratio,
+                                 profile=data_config.profile,
+                                 subset_seed=data_config.subset_seed)
+    aug = data_config.augment
+    num_classes = spec(data_config)[0]
+    list_dir = data_config.get("list_dir", "")
+    if list_dir:  # The official list files, joined to the TFDS records.
+        loaded = []
+        for split_name, given, default in zip(
+                ("train", "val", "test"), (data_config.train_list, data_config.val_list,
+                                           data_config.test_list),
+                image_lists.DEFAULT_LISTS[name]):
+            path = image_lists.resolve_list(list_dir, given, default)
+            if path is None and split_name != "val":
+                raise ValueError(f"{name} needs a {split_name} list; got {given!r}")
+            loaded.append(None if path is None else
+                          tfds_source.list_split(tfds_name, data_dir, path, num_classes))
+        train, val, test = loaded
+    else:
+        train, val, test = tfds_source.direct_splits(tfds_name, data_dir)
+    return image_lists.assemble(
+        name, num_classes, train, val, test, crop_size=aug.crop_size,
+        eval_resize=aug.eval_resize,
+        **({"imbalance_ratio": data_config.imbalance_ratio, "profile": data_config.profile,
+            "subset_seed": data_config.subset_seed} if name == "list_files" else {}))
+
+
+def load_list_split(data_config, list_path: str, num_classes: int) -> splits.Split:
+    """The split of every line of one list file of the configured dataset (e.g. a test-agnostic
+    forward/backward list): read from `data.root`, or joined to the TFDS records."""
+    if _source(data_config) == "tfds":
+        from ltx.data import tfds_source
+        return tfds_source.list_split(_tfds_name(data_config), _tfds_data_dir(data_config),
+                                      list_path, num_classes)
+    return image_lists.load_split(list_path, data_config.root, num_classes)

@@ -67,13 +67,13 @@ def parse_list(list_path: str, num_classes: int) -> tuple[list[str], np.ndarray,
       ValueError: a malformed line or a label outside [0, num_classes), naming file and line;
         or a list with no entries.
     """
-    if not os.path.isfile(list_path):
+    if not files.isfile(list_path):
         raise FileNotFoundError(f"list file {list_path} does not exist (each line: "
                                 "'relative/path label'); set config.data.list_dir or the "
                                 "config.data.*_list fields (val_list='none' drops the "
                                 "validation split)")
     paths, labels, lines = [], [], []
-    with open(list_path, encoding="utf-8") as f:
+    with files.open(list_path) as f:
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
                 continue
@@ -118,47 +118,45 @@ def write_folder_lists(root: str, out_dir: str | None = None) -> dict[str, Any]:
     whole or not at all. Returns {'classes': [...], 'counts': {split: int [C]}, 'lists': {split:
     path}}. Raises FileNotFoundError / ValueError naming the folder at fault.
     """
-    root = os.path.abspath(os.path.expanduser(root))
-    out_dir = os.path.abspath(os.path.expanduser(out_dir or root))
-    train_dir = os.path.join(root, "train")
-    if not os.path.isdir(train_dir):
+    root = files.absolute(root)
+    out_dir = files.absolute(out_dir or root)
+    train_dir = files.join(root, "train")
+    if not files.isdir(train_dir):
         raise FileNotFoundError(f"{train_dir} does not exist; expected {root}/train/<class>/"
                                 "<image> (and test/, optionally val/, alike)")
-    classes = sorted(d for d in os.listdir(train_dir)
-                     if os.path.isdir(os.path.join(train_dir, d)))
+    classes = [d for d in files.listdir(train_dir) if files.isdir(files.join(train_dir, d))]
     if len(classes) < 2:
         raise ValueError(f"{train_dir} has {len(classes)} class folder(s); expected >= 2")
     label_of = {name: i for i, name in enumerate(classes)}
     entries: dict[str, list[tuple[str, int]]] = {}
     for split in FOLDER_SPLITS:
-        split_dir = os.path.join(root, split)
-        if not os.path.isdir(split_dir):
+        split_dir = files.join(root, split)
+        if not files.isdir(split_dir):
             if split != "val":
                 raise FileNotFoundError(f"{split_dir} does not exist; the {split} split is "
                                         "required")
             continue
         found = []
-        for name in sorted(os.listdir(split_dir)):
-            folder = os.path.join(split_dir, name)
-            if not os.path.isdir(folder):
+        for name in files.listdir(split_dir):
+            folder = files.join(split_dir, name)
+            if not files.isdir(folder):
                 continue
             if name not in label_of:
                 raise ValueError(f"{folder} is a class that train/ does not have; expected "
                                  f"one of the {len(classes)} classes of {train_dir}")
-            images = sorted(f for f in os.listdir(folder)
-                            if f.lower().endswith(IMAGE_EXTENSIONS))
+            images = [f for f in files.listdir(folder) if f.lower().endswith(IMAGE_EXTENSIONS)]
             if split == "train" and not images:
                 raise ValueError(f"{folder} holds no image ({', '.join(IMAGE_EXTENSIONS)})")
             found += [(f"{split}/{name}/{image}", label_of[name]) for image in images]
         if not found:
             raise ValueError(f"{split_dir} holds no images in class folders")
         entries[split] = found
-    os.makedirs(out_dir, exist_ok=True)
+    files.makedirs(out_dir)
     lists = {}
     for split, found in entries.items():
-        lists[split] = os.path.join(out_dir, f"{split}.txt")
+        lists[split] = files.join(out_dir, f"{split}.txt")
         files.write_text(lists[split], "".join(f"{path} {label}\n" for path, label in found))
-    files.write_text(os.path.join(out_dir, CLASSES_FILE), "".join(f"{c}\n" for c in classes))
+    files.write_text(files.join(out_dir, CLASSES_FILE), "".join(f"{c}\n" for c in classes))
     counts = {split: np.bincount([label for _, label in found], minlength=len(classes))
               for split, found in entries.items()}
     return {"classes": classes, "counts": counts, "lists": lists}
@@ -167,11 +165,10 @@ def write_folder_lists(root: str, out_dir: str | None = None) -> dict[str, Any]:
 def infer_num_classes(list_dir: str, train_list: str) -> int:
     """C of a 'list_files' dataset whose config leaves `data.num_classes` at 0: the lines of
     `<list_dir>/classes.txt` if it exists, else the largest label of the training list + 1."""
-    classes = os.path.join(list_dir, CLASSES_FILE)
-    if os.path.isfile(classes):
-        with open(classes, encoding="utf-8") as f:
-            return sum(1 for line in f if line.strip())
-    if not os.path.isfile(train_list):
+    classes = files.join(list_dir, CLASSES_FILE)
+    if files.isfile(classes):
+        return sum(1 for line in files.read_text(classes).splitlines() if line.strip())
+    if not files.isfile(train_list):
         raise FileNotFoundError(
             f"config.data.num_classes=0 (from the data) but neither {classes} nor the training "
             f"list {train_list} exists; set config.data.num_classes or config.data.list_dir")
@@ -181,7 +178,7 @@ def infer_num_classes(list_dir: str, train_list: str) -> int:
 
 def decode_image(path: str) -> np.ndarray:
     """uint8 RGB [H, W, 3] of the image file at `path` (any mode Pillow reads)."""
-    with Image.open(path) as pil:
+    with files.open(path, "rb") as f, Image.open(f) as pil:
         return np.asarray(pil.convert("RGB"), np.uint8)
 
 
@@ -201,7 +198,7 @@ class ImageListSource(Sequence):
         self._lines = lines
         self._paths = np.asarray([p.encode("utf-8") for p in paths], dtype=np.bytes_)
         if check_files:
-            missing = [i for i in range(len(self)) if not os.path.isfile(self.image_path(i))]
+            missing = [i for i in range(len(self)) if not files.isfile(self.image_path(i))]
             if missing:
                 raise FileNotFoundError(
                     f"{len(missing)} of the {len(self)} images of {list_path} are missing, "
@@ -214,15 +211,16 @@ class ImageListSource(Sequence):
         return f"listed at {self.list_path}:{self._lines[index]}"
 
     def image_path(self, index: int) -> str:
-        return os.path.join(self.root, self._paths[index].decode("utf-8"))
+        return files.join(self.root, self._paths[index].decode("utf-8"))
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         path = self.image_path(index)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"image {path} does not exist ({self._where(index)}); "
-                                    "is config.data.root the folder the list paths start from?")
         try:
             image = decode_image(path)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"image {path} does not exist ({self._where(index)}); "
+                                    "is config.data.root the folder the list paths start from?"
+                                    ) from None
         except (OSError, ValueError, SyntaxError) as err:  # Pillow's decode failures.
             raise OSError(f"cannot read image {path} ({self._where(index)}): {err}") from err
         return {"image": image, "label": self.labels[index]}
@@ -238,13 +236,17 @@ def load_split(list_path: str, root: str, num_classes: int, *,
     return splits.Split(source, np.arange(len(source)), source.labels)
 
 
+def _is_absolute(path: str) -> bool:
+    return not files.is_local(path) or os.path.isabs(path)
+
+
 def resolve_list(list_dir: str, given: str, default: str | None) -> str | None:
     """The path of a split's list: `given` (absolute, or relative to `list_dir`), else
     `default`; None for 'none'."""
     name = given or default
     if name is None or name.lower() == "none":
         return None
-    return name if os.path.isabs(name) else os.path.join(list_dir, name)
+    return name if _is_absolute(name) else files.join(list_dir, name)
 
 
 def image_list_dataset(name: str, *, num_classes: int, root: str, list_dir: str = "",
@@ -288,13 +290,25 @@ def image_list_dataset(name: str, *, num_classes: int, root: str, list_dir: str 
                                           DEFAULT_LISTS[name]):
         path = resolve_list(list_dir, given, default)
         if (name == "list_files" and split_name == "val" and not given and path is not None
-                and not os.path.isfile(path)):
+                and not files.isfile(path)):
             path = None  # The optional val.txt of a custom dataset.
         if path is None and split_name != "val":
             raise ValueError(f"{name} needs a {split_name} list; got {given!r}")
         loaded.append(None if path is None else
                       load_split(path, root, num_classes, check_files=check_files))
     train, val, test = loaded
+    return assemble(name, num_classes, train, val, test, crop_size=crop_size,
+                    eval_resize=eval_resize, imbalance_ratio=imbalance_ratio, profile=profile,
+                    subset_seed=subset_seed)
+
+
+def assemble(name: str, num_classes: int, train: splits.Split, val: splits.Split | None,
+             test: splits.Split, *, crop_size: int = 224, eval_resize: int = 256,
+             imbalance_ratio: float = 1.0, profile: str = "exp", subset_seed: int = 0
+             ) -> splits.Dataset:
+    """The dataset of a list-file family from its splits (read from list files or from TFDS):
+    the long-tailed subset of `train` for a ratio > 1, the family's normalisation and the
+    eval transform (arguments as for `image_list_dataset`)."""
     if imbalance_ratio > 1:
         present = np.bincount(train.labels, minlength=num_classes)
         counts = long_tail.long_tail_counts(int(present.min()), num_classes, imbalance_ratio,

@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import jax
@@ -241,8 +240,8 @@ def fuse_stages(config, workdir: str, runs: dict) -> dict[str, Any]:
               "open_ratios": dict(zip(names, setup["open_ratios"])), "reject": setup["reject"],
               **_tables(reports)}
     if jax.process_index() == 0:
-        os.makedirs(workdir, exist_ok=True)
-        files.write_json(os.path.join(workdir, "fusion.json"), result, sort_keys=False)
+        files.makedirs(workdir)
+        files.write_json(files.join(workdir, "fusion.json"), result, sort_keys=False)
         print(f"\nClass-balanced experts, test split (stacking and joint calibration fitted on "
               f"{fit_split}):\n{format_fusion_table(reports['test'])}", flush=True)
 
