@@ -1,8 +1,8 @@
 """The command-line tools and their error convention.
 
-    ltx-eval --workdir=runs/digits_lt_balpoe [--shot_convention=ace] [--step=N] [--nopictures]
-    ltx-predict --workdir=runs/digits_lt_balpoe my_digits/ --top_k=3 [--prior=p0,...,p9]
-    ltx-stats --config=configs/digits_lt_balpoe.py | --workdir=runs/digits_lt_balpoe [--xla]
+    ltx-eval --workdir=runs/digits [--shot_convention=lfme] [--step=N] [--nopictures] [--evals=...]
+    ltx-predict --workdir=runs/digits my_digits/ --top_k=3 [--prior=p0,...,p9]
+    ltx-stats --config=configs/digits_lt_balpoe.py | --workdir=runs/digits [--xla]
     ltx-import --config=... --checkpoint=model.pth --workdir=runs/imported [--stage=...]
     ltx-prepare cifar100 [--tarball=cifar-100-python.tar.gz] [--data_dir=~/ltx_data]
     ltx-prepare folders /data/my_set [--list_dir=...]   # <root>/{train,val,test}/<class>/<image>
@@ -134,14 +134,18 @@ def evaluate(argv=None) -> None:
     from absl import flags
     if "max_per_class" not in flags.FLAGS:
         flags.DEFINE_string("workdir", None, "A finished training workdir.")
-        flags.DEFINE_string("shot_convention", None, "Many/medium/few rule: ride, ace, cbe or "
-                            "lfme (default: the run's config).")
+        flags.DEFINE_string("shot_convention", None, "Many/medium/few rule, a name of "
+                            "ltx.data.shots.SHOT_CONVENTIONS (default: the run's config).")
         flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
-        flags.DEFINE_integer("max_per_class", 100, "Head size of the long-tailed test sets.")
+        flags.DEFINE_integer("max_per_class", None, "Head size of the long-tailed test sets "
+                             "(default: config.evals.shifted.max_per_class, 100).")
         flags.DEFINE_bool("pictures", True, "Draw the PNGs (--nopictures: the report files).")
-        flags.DEFINE_bool("test_time_aggregation", False, "Also learn SADE's test-time expert "
-                          "weights on every test distribution (models whose ensemble is the "
-                          "mean of >= 2 experts: SADE, BalPoE).")
+        flags.DEFINE_list("evals", [], "Evaluators to run after the config's (config.evals), "
+                          "e.g. test_time_aggregation (ltx.evaluators).")
+        flags.DEFINE_bool("test_time_aggregation", False, "Also learn test-time expert weights "
+                          "on every test distribution (the same as --evals="
+                          "test_time_aggregation; models whose ensemble is the mean of >= 2 "
+                          "experts).")
         flags.DEFINE_integer("test_time_seed", 0, "Seed of the test-time aggregation's views.")
         flags.DEFINE_integer("test_time_epochs", None, "Epochs of the test-time aggregation "
                              "(default: the official 5).")
@@ -154,9 +158,9 @@ def evaluate(argv=None) -> None:
             raise ValueError(f"unexpected arguments {argv[1:]}")
         f = flags.FLAGS
         workdir = _finished_workdir(f.workdir)
-        if f.max_per_class < 1:
+        if f.max_per_class is not None and f.max_per_class < 1:
             raise ValueError(f"--max_per_class={f.max_per_class}; expected >= 1")
-        from ltx import compile_cache, report  # The heavy imports, after the checks.
+        from ltx import compile_cache, report, workdirs  # The heavy imports, after the checks.
         compile_cache.enable()
         from ltx.data import shots
         if f.shot_convention is not None and f.shot_convention not in shots.SHOT_CONVENTIONS:
@@ -165,16 +169,18 @@ def evaluate(argv=None) -> None:
         overrides = {k: v for k, v in (("epochs", f.test_time_epochs),
                                         ("learning_rate", f.test_time_learning_rate))
                      if v is not None}
-        if overrides and not f.test_time_aggregation:
+        test_time = f.test_time_aggregation or "test_time_aggregation" in f.evals
+        if overrides and not test_time:
             raise ValueError(f"--test_time_{next(iter(overrides))} without "
                              "--test_time_aggregation")
-        if overrides:
-            from ltx.methods.sade import test_time
-            test_time.Settings(**overrides)  # Bad values fail here, before the restore.
+        evals = {name: {} for name in f.evals}
+        if test_time:
+            evals["test_time_aggregation"] = {"seed": f.test_time_seed, **overrides}
+        config = workdirs.load_config(workdir)
+        report.resolve_evals(config, evals)  # Unknown names, bad settings: before the restore.
         report.evaluate_workdir(workdir, shot_convention=f.shot_convention, step=f.step,
                                 max_per_class=f.max_per_class, pictures=f.pictures, verbose=True,
-                                test_time=f.test_time_aggregation, test_time_seed=f.test_time_seed,
-                                test_time_overrides=overrides)
+                                evals=evals)
         print(f"Wrote {files.join(workdir, 'eval')}/report.json, report.md"
               + (" and the PNGs." if f.pictures else "."))
 

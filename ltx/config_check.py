@@ -15,6 +15,10 @@ them. Two tiers:
 
 A multi-stage config is checked stage by stage (`config.stages.<name>` merged into the config,
 `ltx.config_lib.stage_configs`), each problem prefixed with its stage.
+
+Each tier runs once per distinct (stage) config in a process: a config that passed is
+remembered (by its JSON, and the device count for the build tier), so the entry point
+(`ltx.train`), the stages and each run can all ask `check` and a launch validates once.
 """
 
 from __future__ import annotations
@@ -57,10 +61,28 @@ def problems(config: ml_collections.ConfigDict, *, built: bool = True) -> list[s
     else:
         runs = [("", config)]
     for prefix, run_config in runs:
-        found += [prefix + p for p in _static_problems(run_config)]
+        found += [prefix + p for p in _once("static", run_config, _static_problems)]
     if built and not found:
         for prefix, run_config in runs:
-            found += [prefix + p for p in _built_problems(run_config)]
+            found += [prefix + p for p in _once("built", run_config, _built_problems)]
+    return found
+
+
+# (tier, config JSON[, device count]) of the configs that passed a tier in this process.
+_PASSED: set[tuple] = set()
+
+
+def _once(tier: str, run_config, check_fn) -> list[str]:
+    """`check_fn(run_config)`, unless this config already passed this tier here."""
+    key = (tier, run_config.to_json_best_effort(sort_keys=True))
+    if tier == "built":
+        import jax
+        key += (jax.device_count(),)
+    if key in _PASSED:
+        return []
+    found = check_fn(run_config)
+    if not found:
+        _PASSED.add(key)
     return found
 
 
@@ -259,6 +281,16 @@ def _static_problems(config) -> list[str]:
     c.number("eval.batch_size", integer=True, low=1)
     c.choice("eval.shot_convention", shots.SHOT_CONVENTIONS)
     c.number("eval.num_bins", integer=True, low=1)
+    evals = c.get("evals")
+    if evals is not _MISSING and evals is not None:
+        for name, settings in evals.items():
+            try:
+                evaluator = methods.evaluator(name)
+                if evaluator.validate is not None:
+                    evaluator.validate(**(settings.to_dict() if hasattr(settings, "to_dict")
+                                          else dict(settings or {})))
+            except (ValueError, TypeError) as err:
+                c.found.append(f"config.evals.{name}: {err}")
     c.number("checkpoint.every_epochs", low=0)
     c.number("checkpoint.max_to_keep", integer=True, low=1)
     return c.found

@@ -92,6 +92,16 @@ def base_config() -> ml_collections.ConfigDict:
     c.schedule.decay_factor = 0.1
     c.schedule.granularity = "epoch"
 
+    # The parts of an evaluation report (ltx.evaluators), in order, each with its settings;
+    # one that does not apply to the method is skipped. `ltx-eval --evals=...` adds more (e.g.
+    # test_time_aggregation, which learns expert weights on each test distribution).
+    c.evals = ml_collections.ConfigDict()
+    c.evals.uniform = ml_collections.ConfigDict()
+    c.evals.shifted = ml_collections.ConfigDict({"max_per_class": 100,
+                                                 "factors": (2, 5, 10, 25, 50)})
+    c.evals.expert_priors = ml_collections.ConfigDict()
+    c.evals.method = ml_collections.ConfigDict()
+
     c.eval = ml_collections.ConfigDict()
     c.eval.every_epochs = 20  # 0: only at the end.
     c.eval.batch_size = 500

@@ -149,7 +149,7 @@ def expert_priors(path: str, train_prior: np.ndarray, lambdas: Sequence[float],
       train_prior: float [C] training class frequencies pi.
       lambdas: lambda_k of each expert; expert k is expected to carry the prior pi^lambda_k
         (normalised): the training prior for lambda 1, uniform for 0, inverse for -1.
-      estimated: float [E, C] each expert's estimated prior (`ltx.report.implied_priors`).
+      estimated: float [E, C] each expert's estimated prior (`ltx.methods.balpoe.implied_priors`).
     """
     prior = np.asarray(train_prior, np.float64)
     x = np.arange(prior.shape[0])

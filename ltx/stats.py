@@ -27,7 +27,8 @@ from ltx.models.flops import model_stats
 
 
 def num_experts_of(method_config) -> int:
-    """`method.num_experts` if the config sets it, else the number of BalPoE `lambdas`."""
+    """`method.num_experts` if the config sets it, else the number of its experts' `lambdas`
+    (methods configured by their experts' logit-adjustment lambdas)."""
     if "num_experts" in method_config:
         return int(method_config.num_experts)
     if "lambdas" in method_config:
@@ -61,8 +62,8 @@ def config_stats(config, *, xla: bool = False) -> dict[str, Any]:
 def workdir_stats(workdir: str, *, xla: bool = False) -> dict[str, Any]:
     """Parameters and FLOPs of a finished workdir's final predictor (`ltx.workdirs`): one model,
     or the sum over the models it runs (the fused class-balanced experts), with each model's
-    numbers under 'models'. For RIDE's router cascade these are the numbers of all experts;
-    the experts actually used per image are in its evaluation report."""
+    numbers under 'models'. For a router that skips experts these are the numbers of all
+    experts; the experts actually used per image are in its evaluation report."""
     from ltx import workdirs
 
     predictor = workdirs.final_predictor(workdir)

@@ -154,8 +154,8 @@ def make_train_step(model, method: methods.Method, tx: optax.GradientTransformat
     already laid out as it comes (`to_global` for the first, replicated 'source'); the step
     gathers the images and augments them with a key of its own step. `rng` is the
     run's base key; the step folds in its own step number, so a resumed run draws the same Mixup
-    coefficients as an uninterrupted one. Mixup is on for epochs < `mixup_epochs` (None: all; ACE
-    ends with mixup-free epochs). `teacher_variables` are `teacher.variables` (None without a
+    coefficients as an uninterrupted one. Mixup is on for epochs < `mixup_epochs` (None: all; a
+    recipe may end with mixup-free epochs). `teacher_variables` are `teacher.variables` (None without a
     teacher); the teacher sees the same (mixed) images as the student. Metrics are sums over the
     global batch with a count.
     """
@@ -239,17 +239,6 @@ def make_eval_step(model, mesh: jax.sharding.Mesh):
                    out_shardings=replicated)
 
 
-def validate_config(config: ml_collections.ConfigDict) -> None:
-    """Raises ValueError when a batch size does not split over the devices (the rest of the
-    config is checked by `ltx.config_check`, before any of this is built)."""
-    for key, value in (("batch_size", config.batch_size),
-                       ("eval.batch_size", config.eval.batch_size)):
-        if value <= 0 or value % jax.device_count():
-            raise ValueError(f"config.{key}={value} is not divisible by the "
-                             f"{jax.device_count()} devices; expected a positive multiple of "
-                             f"{jax.device_count()}")
-
-
 def _crossed(step: int, steps_per_epoch: float, every: int) -> bool:
     """Whether finishing `step` (0-indexed) completes an epoch that is a multiple of `every`."""
     if every <= 0:
@@ -264,8 +253,8 @@ def pretrained_variables(path: str, params, batch_stats) -> tuple[Any, Any, str]
     `path` is an ltx workdir (or its checkpoints/ or checkpoints/<step> folder), whose variables
     are matched by name and shape (`checkpointing.transplant`: a one-expert checkpoint goes into
     every expert, a head of another shape keeps its initial value), or a PyTorch / safetensors /
-    npz checkpoint file of a reference layout (`ltx.convert.layouts`: torchvision ResNets, RIDE /
-    BalPoE / SADE expert ResNets, LDAM-DRW's ResNet-32), converted without PyTorch.
+    npz checkpoint file of a reference layout (`ltx.convert.layouts`: torchvision ResNets, the
+    reference codes' multi-expert and CIFAR ResNets), converted without PyTorch.
     """
     if files.isfile(path):
         from ltx.convert import arrays, layouts
@@ -325,8 +314,7 @@ class Run:
 
     def __init__(self, config: ml_collections.ConfigDict, workdir: str, *,
                  parts: Parts | None = None, teacher: Teacher | None = None):
-        config_check.check(config, built=False)
-        validate_config(config)
+        config_check.check(config)  # Once per config in a process (the entry point's call).
         self.config = config
         self.workdir = workdir
         self.teacher = teacher
@@ -533,7 +521,6 @@ class Run:
         another process trains in the workdir.
         """
         cfg, is_main = self.config, jax.process_index() == 0
-        config_check.check(cfg)
         if self.method.needs_teacher and self.teacher is None:
             raise ValueError(f"method {self.method.name!r} distils from a teacher, but none was "
                              "given (set config.teacher.workdir, or run it as a stage after its "

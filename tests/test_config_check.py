@@ -166,3 +166,34 @@ def test_the_static_check_starts_no_jax_backend():
                          cwd=os.path.join(os.path.dirname(__file__), os.pardir), timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_a_launch_checks_each_stage_config_once_per_tier(tmp_path, monkeypatch):
+    """ltx.train's static check, stages.train's full check and each stage's Run all ask; each
+    tier runs once per distinct stage config."""
+    from helpers import tiny_config
+    from ltx import stages
+
+    counts = {"static": 0, "built": 0}
+    for tier, name in (("static", "_static_problems"), ("built", "_built_problems")):
+        original = getattr(config_check, name)
+
+        def counted(config, original=original, tier=tier):
+            counts[tier] += 1
+            return original(config)
+
+        monkeypatch.setattr(config_check, name, counted)
+    monkeypatch.setattr(config_check, "_PASSED", set())
+    config = tiny_config("digits_lt_ride")
+    config_check.check(config, built=False)  # What ltx.train does before JAX starts.
+    stages.train(config, str(tmp_path / "run"))
+    # Once per distinct stage config: experts, router before it starts, and router with its
+    # link to the finished experts set (model.init_checkpoint).
+    assert counts == {"static": 3, "built": 3}
+    # A changed config is checked again, and a bad one is never remembered as good.
+    with config.unlocked():
+        config.eval.batch_size = 30
+    with pytest.raises(config_check.ConfigError, match="eval.batch_size=30"):
+        config_check.check(config)
+    with pytest.raises(config_check.ConfigError, match="eval.batch_size=30"):
+        config_check.check(config)

@@ -17,7 +17,7 @@ LAYERS = (
     ("ltx.outputs", "ltx.data", "ltx.models", "ltx.losses", "ltx.metrics", "ltx.optim",
      "ltx.checkpointing", "ltx.metric_writers", "ltx.plots", "ltx.config_lib", "ltx.convert",
      "ltx.faults", "ltx.provenance", "ltx.files", "ltx.compile_cache"),
-    ("ltx.fusion", "ltx.evaluation"),
+    ("ltx.fusion", "ltx.evaluation", "ltx.evaluators"),
     ("ltx.methods",),
     ("ltx.config_check",),
     ("ltx.trainer",),

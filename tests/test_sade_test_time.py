@@ -169,7 +169,7 @@ def test_methods_with_their_own_aggregation_are_refused():
 
 def test_eval_report_has_the_learned_weights_and_their_accuracy(tiny_workdir):
     report = evaluate.evaluate_workdir(tiny_workdir, factors=(50,), pictures=False,
-                                       test_time=True)
+                                       evals={"test_time_aggregation": {}})
     tta = report["test_time"]["distributions"]
     assert set(tta) == {"forward-50", "uniform", "backward-50"}
     predictor = evaluate.workdirs.final_predictor(tiny_workdir)
@@ -187,6 +187,6 @@ def test_eval_report_has_the_learned_weights_and_their_accuracy(tiny_workdir):
     markdown = evaluate.format_markdown(report)
     assert "Test-time self-supervised aggregation" in markdown
     again = evaluate.evaluate_workdir(tiny_workdir, factors=(50,), pictures=False,
-                                      test_time=True)
+                                      evals={"test_time_aggregation": {}})
     assert again["test_time"] == report["test_time"]  # Seeded: the same weights.
     jax.clear_caches()

@@ -27,7 +27,8 @@ defines, by these names:
 
 `stage_runs` maps stage names to finished runs (`config`, `dataset`, `method`, `state`,
 `predict(state, split)`, `aggregate(state, outputs)`). An eleventh method is one home plus one
-line in `_REGISTRY` (or `register(...)` from user code).
+line in `_REGISTRY` (or `register(...)` from user code). A home's own evaluators (report parts,
+`ltx.evaluators`) are one line in `_EVALUATORS` (or `register_evaluator(...)`).
 """
 
 from __future__ import annotations
@@ -54,6 +55,14 @@ _REGISTRY: dict[str, str] = {
     "cbe": "cbe:build",
 }
 _EXTRA: dict[str, tuple[types.ModuleType | object, Callable]] = {}
+
+# Evaluators only one home knows: name -> "module in this package:attribute" (an
+# `ltx.evaluators.Evaluator`), imported when named in config.evals or by ltx-eval --evals.
+_EVALUATORS: dict[str, str] = {
+    "expert_priors": "balpoe:EXPERT_PRIORS",
+    "test_time_aggregation": "sade.test_time:EVALUATOR",
+}
+_EXTRA_EVALUATORS: dict[str, object] = {}
 
 
 def register(name: str, build_fn: Callable, home=None) -> None:
@@ -134,3 +143,29 @@ def finish_step(config) -> Callable | None:
         raise ValueError(f"config.finish={name!r}; method {config.method.name!r} has "
                          f"{sorted(steps) or 'no finish steps'}")
     return steps[name]
+
+
+def register_evaluator(name: str, evaluator) -> None:
+    """Registers an `ltx.evaluators.Evaluator` under `name` for config.evals and ltx-eval."""
+    from ltx import evaluators
+    if name in _EVALUATORS or name in evaluators.BUILTIN:
+        raise ValueError(f"evaluator {name!r} is already defined")
+    _EXTRA_EVALUATORS[name] = evaluator
+
+
+def evaluator_names() -> list[str]:
+    from ltx import evaluators
+    return sorted({*evaluators.BUILTIN, *_EVALUATORS, *_EXTRA_EVALUATORS})
+
+
+def evaluator(name: str):
+    """The `ltx.evaluators.Evaluator` named `name` (built in, a home's or registered)."""
+    from ltx import evaluators
+    if name in _EXTRA_EVALUATORS:
+        return _EXTRA_EVALUATORS[name]
+    if name in _EVALUATORS:
+        module, attribute = _EVALUATORS[name].split(":")
+        return getattr(importlib.import_module(f"{__name__}.{module}"), attribute)
+    if name in evaluators.BUILTIN:
+        return evaluators.BUILTIN[name]
+    raise ValueError(f"unknown evaluator {name!r}; expected one of {evaluator_names()}")

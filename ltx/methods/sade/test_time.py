@@ -47,6 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from ltx import evaluators
 from ltx.data import augment, augment_imagenet, splits
 from ltx.methods import base
 
@@ -265,16 +266,78 @@ def learn_weights(forward: Callable[[np.ndarray], np.ndarray], images: Sequence[
     return Learned(np.asarray(jax.nn.softmax(raw), np.float64), epochs_run, tuple(losses))
 
 
+def not_applicable(method: base.Method, num_experts: int | None = None) -> str | None:
+    """Why test-time aggregation does not apply to `method` (None: its ensemble is the mean of
+    >= 2 expert logits)."""
+    num_experts = method.num_experts if num_experts is None else num_experts
+    if num_experts < 2:
+        return (f"test-time aggregation weights experts; method {method.name!r} predicts with "
+                f"{num_experts} expert")
+    if method.aggregate is not base.mean_aggregate:
+        return (f"test-time aggregation replaces the mean of the expert logits; method "
+                f"{method.name!r} aggregates its experts its own way")
+    return None
+
+
 def check_applies(method: base.Method, num_experts: int) -> None:
     """ValueError unless the method's ensemble is the mean of >= 2 expert logits."""
-    if num_experts < 2:
-        raise ValueError(f"test-time aggregation weights experts; method {method.name!r} "
-                         f"predicts with {num_experts} expert")
-    if method.aggregate is not base.mean_aggregate:
-        raise ValueError(f"test-time aggregation replaces the mean of the expert logits; method "
-                         f"{method.name!r} aggregates its experts its own way")
+    reason = not_applicable(method, num_experts)
+    if reason:
+        raise ValueError(reason)
 
 
 def split_images(split: splits.Split) -> list[np.ndarray]:
     """The uint8 images of a split's records, in split order (decoded for list-file sources)."""
     return [split.source[int(i)]["image"] for i in split.indices]
+
+
+# -- the evaluator: `config.evals.test_time_aggregation` or `ltx-eval --test_time_aggregation` --
+
+def _evaluate(ctx: evaluators.Context, seed: int = 0, **overrides) -> dict:
+    """Learns the weights on every test distribution of the 'shifted' evaluator (with its
+    settings) and reports the accuracy with them. `seed` seeds the views and batch orders;
+    `overrides` are `Settings` fields replacing the official ones (e.g. epochs=50)."""
+    settings = official_settings(ctx.config.data, **overrides)
+    results = {}
+    shifted = ctx.settings.get("shifted", {})
+    for position, (name, sub_experts, _, sub_labels, split) in enumerate(
+            evaluators.shifted_predictions(ctx, **shifted)):
+        learned = learn_weights(
+            lambda inputs: ctx.predict_images(inputs)[0], split_images(split),
+            num_experts=int(sub_experts.shape[0]), mean=ctx.dataset.mean, std=ctx.dataset.std,
+            settings=settings, seed=(seed, position))
+        weighted = np.tensordot(learned.weights, sub_experts, axes=1)  # [N, C]
+        results[name] = {"weights": learned.weights.tolist(), "epochs": learned.epochs,
+                         "losses": list(learned.losses),
+                         "report": ctx.metric_report(sub_experts, weighted, sub_labels)}
+    return {"test_time": {"settings": dataclasses.asdict(settings), "seed": seed,
+                          "distributions": results}}
+
+
+def _validate(seed: int = 0, **overrides) -> None:
+    del seed
+    Settings(**overrides)  # Bad values fail here, before the model is restored.
+
+
+def _markdown(report: dict) -> list[str]:
+    tta = report["test_time"]
+    lines = ["## Test-time self-supervised aggregation (SADE)", "",
+             f"Expert weights learned on each test distribution's unlabelled images "
+             f"(learning rate {tta['settings']['learning_rate']:g}, at most "
+             f"{tta['settings']['epochs']} epochs, seed {tta['seed']}); top-1 with them "
+             "beside the plain mean of the experts.", "",
+             "| test distribution | weights | epochs | top-1 mean | top-1 learned | many "
+             "| medium | few |", "|---|---|---|---|---|---|---|---|"]
+    for name, d in tta["distributions"].items():
+        learned = d["report"]
+        weights = ", ".join(f"{w:.3f}" for w in d["weights"])
+        plain = report.get("distributions", {}).get(name, {}).get("plain", {})
+        cells = [weights, str(d["epochs"]), evaluators.cell(plain.get("top1_samples")),
+                 evaluators.cell(learned["top1_samples"]), evaluators.cell(learned["top1_many"]),
+                 evaluators.cell(learned["top1_medium"]), evaluators.cell(learned["top1_few"])]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+EVALUATOR = evaluators.Evaluator(_evaluate, check=not_applicable, validate=_validate,
+                                 markdown=_markdown, order=20)
