@@ -20,6 +20,12 @@ from `tests/fixtures/tfds/make_fixtures.py --benchmark DIR` (in an environment w
 TensorFlow, once).
 
     python experiments/benchmark_decoding.py --tfds_data_dir=/tmp/bench_tfds --images 512
+
+`--records` compares the JPEG list files with the same images written by `ltx-prepare records`
+(ArrayRecord shards, shorter side resized to `--shorter_side`, 256 by default, JPEG quality 95),
+alternating the two `--pairs` times.
+
+    python experiments/benchmark_decoding.py --records --images 512
 """
 
 from __future__ import annotations
@@ -37,6 +43,9 @@ def parse_args(argv=None):
     p.add_argument("--tfds_data_dir", default="", help="compare TFDS imagenet_lt records with "
                    "the same JPEGs as list files")
     p.add_argument("--pairs", type=int, default=3)
+    p.add_argument("--records", action="store_true", help="compare the JPEG list files with "
+                   "ArrayRecord shards of the same images resized")
+    p.add_argument("--shorter_side", type=int, default=256)
     return p.parse_args(argv)
 
 
@@ -123,6 +132,27 @@ def main(argv=None) -> None:
 
     cores = len(os.sched_getaffinity(0))
     with tempfile.TemporaryDirectory() as folder:
+        if args.records:
+            from ltx.data import records
+            list_path = _write_images(folder, args.images)
+            out = os.path.join(folder, "records")
+            start = time.perf_counter()
+            records.write_list(list_path, folder, out, num_classes=10,
+                               shorter_side=args.shorter_side)
+            seconds = time.perf_counter() - start
+            jpegs = sum(os.path.getsize(os.path.join(folder, f)) for f in os.listdir(folder)
+                        if f.endswith(".jpg"))
+            shards = sum(os.path.getsize(os.path.join(out, f)) for f in os.listdir(out)
+                         if ".array_record" in f)
+            print(f"{args.images} JPEGs of 500x375 ({jpegs / 2**20:.1f} MiB) and as records of "
+                  f"shorter side {args.shorter_side} ({shards / 2**20:.1f} MiB, written in "
+                  f"{seconds:.1f} s on one core), batch {args.batch}, {cores} core(s)")
+            list_split = image_lists.load_split(list_path, folder, 10)
+            record_split = records.list_split(out, list_path, 10)
+            for pair in range(args.pairs):
+                _measure(list_split, args, cores, f"pair {pair + 1} files: ")
+                _measure(record_split, args, cores, f"pair {pair + 1} records: ")
+            return
         if not args.tfds_data_dir:
             split = image_lists.load_split(_write_images(folder, args.images), folder, 10)
             print(f"{args.images} JPEGs of 500x375, batch {args.batch}, {cores} core(s)")

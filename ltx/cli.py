@@ -317,7 +317,14 @@ def prepare(argv=None) -> None:
                             "$LTX_DATA_DIR, else ~/ltx_data: what the configs read when "
                             "config.data.data_dir is empty).")
         flags.DEFINE_string("list_dir", None, "folders: where to write the list files "
-                            "(default: the root).")
+                            "(default: the root); records: the folder of the lists to write.")
+        flags.DEFINE_string("root", None, "records: the image root of the lists' paths.")
+        flags.DEFINE_string("out", None, "records: the folder to write the shards into.")
+        flags.DEFINE_integer("shorter_side", 256, "records: resize images whose shorter side "
+                             "is longer to this (256 for 224 crops).")
+        flags.DEFINE_integer("quality", 95, "records: JPEG quality of the stored images.")
+        flags.DEFINE_integer("workers", -1, "records: decoding processes (-1: one per core "
+                             "but one; 0: this process).")
         key_flags(__name__)
 
     def main(argv):
@@ -325,9 +332,11 @@ def prepare(argv=None) -> None:
         names = argv[1:]
         if names[:1] == ["folders"]:
             return _prepare_folders(names[1:])
+        if names[:1] == ["records"]:
+            return _prepare_records(names[1:])
         if len(names) != 1 or names[0].removesuffix("_lt") not in cifar.TARBALLS:
-            raise ValueError(f"expected one dataset, {' or '.join(sorted(cifar.TARBALLS))}, or "
-                             f"'folders <root>'; got {names}: ltx-prepare cifar100 "
+            raise ValueError(f"expected one dataset, {' or '.join(sorted(cifar.TARBALLS))}, "
+                             f"'folders <root>' or 'records'; got {names}: ltx-prepare cifar100 "
                              "--tarball=cifar-100-python.tar.gz")
         f = flags.FLAGS
         folder = cifar.prepare(names[0], tarball=f.tarball, data_dir=f.data_dir)
@@ -357,6 +366,39 @@ def _prepare_folders(args) -> None:
           + f". Wrote {', '.join(sorted(result['lists'].values()))} and "
           f"{image_lists.CLASSES_FILE}; train with --config=configs/custom_lt.py:root={args[0]}"
           + (f" --config.data.list_dir={out}" if out else ""))
+
+
+def _prepare_records(args) -> None:
+    """`ltx-prepare records --root=... --list_dir=... --out=...`: every list file of list_dir
+    (all '*.txt' but classes.txt) as ArrayRecord shards of resized images
+    (`ltx.data.records.write_list`)."""
+    import numpy as np
+    from absl import flags
+
+    from ltx.data import image_lists, pipeline, records
+    if args:
+        raise ValueError(f"unexpected arguments {args}: ltx-prepare records --root=<images> "
+                         "--list_dir=<lists> --out=<folder>")
+    f = flags.FLAGS
+    for name in ("root", "list_dir", "out"):
+        if not getattr(f, name):
+            raise ValueError(f"ltx-prepare records needs --{name}")
+    if not files.isdir(f.list_dir):
+        raise FileNotFoundError(f"--list_dir={f.list_dir!r} is not a folder")
+    lists = [n for n in files.listdir(f.list_dir)
+             if n.endswith(".txt") and n != image_lists.CLASSES_FILE]
+    if not lists:
+        raise FileNotFoundError(f"--list_dir={f.list_dir!r} holds no list file (*.txt)")
+    workers = pipeline.resolve_num_workers(f.workers)
+    for name in lists:
+        index = records.write_list(files.join(f.list_dir, name), f.root, f.out,
+                                   num_classes=int(np.iinfo(np.int64).max),
+                                   shorter_side=f.shorter_side, quality=f.quality,
+                                   workers=workers)
+        print(f"{name}: {index['num_records']} images in {len(index['shards'])} shard(s)",
+              flush=True)
+    print(f"Wrote {f.out}; train with --config.data.source=records "
+          f"--config.data.records_dir={f.out} --config.data.list_dir={f.list_dir}")
 
 
 # -- ltx-sweep --------------------------------------------------------------------------------

@@ -179,7 +179,19 @@ def _static_problems(config) -> list[str]:
 
     # data
     name = c.choice("data.name", datasets.NAMES)
-    tfds = c.choice("data.source", datasets.SOURCES, required=False) == "tfds"
+    source = c.choice("data.source", datasets.SOURCES, required=False)
+    tfds = source == "tfds"
+    if source == "records":
+        if importlib.util.find_spec("array_record") is None:
+            c.found.append("config.data.source='records' needs array_record, which is not "
+                           "installed: pip install -e '.[records]'")
+        if name is not None and c.get("data.records_dir") is _MISSING:
+            c.found.append(f"config.data.source='records' is for the list-file datasets; "
+                           f"{name!r} has no data.records_dir")
+        elif not c.get("data.records_dir"):
+            c.found.append("config.data.records_dir is empty; expected the folder "
+                           "`ltx-prepare records` wrote")
+        c.existing_path("data.records_dir", directory=True, what="a folder")
     if tfds:
         if importlib.util.find_spec("tensorflow_datasets") is None:
             c.found.append("config.data.source='tfds' needs tensorflow-datasets, which is not "
@@ -205,7 +217,7 @@ def _static_problems(config) -> list[str]:
         if kind != "imagenet" and kind is not None:
             c.bad("data.augment.kind", kind, f"'imagenet' for {name} (images of every size)")
         root = c.get("data.root")
-        if not root and not tfds:
+        if not root and source not in ("tfds", "records"):
             c.found.append(f"config.data.root is empty; expected the image root of {name} "
                            "(the folder the list files' paths are relative to)")
         c.existing_path("data.root", directory=True, what="a folder")

@@ -28,9 +28,11 @@ def base_config() -> ml_collections.ConfigDict:
 
     c.data = ml_collections.ConfigDict()
     c.data.name = ""  # A dataset helper below sets it with its family's fields.
-    # Where the records come from: 'files' (CIFAR's prepared folder, list files and images) or
+    # Where the records come from: 'files' (CIFAR's prepared folder, list files and images),
     # 'tfds' (a TFDS dataset prepared in ArrayRecord format, read without TensorFlow; the
-    # 'tfds' extra). ltx.data.tfds_source says how each family's splits are chosen.
+    # 'tfds' extra; ltx.data.tfds_source says how each family's splits are chosen) or, for the
+    # list-file datasets, 'records' (pre-resized shards of `ltx-prepare records`,
+    # data.records_dir; ltx.data.records).
     c.data.source = "files"
     c.data.tfds_name = ""  # '' = the family's TFDS dataset (tfds_source.TFDS_NAMES); 'name:1.0.0'.
     c.data.tfds_data_dir = ""  # '' = $TFDS_DATA_DIR or ~/tensorflow_datasets; may be gs://.
@@ -162,6 +164,8 @@ def add_list_file_data(c: ml_collections.ConfigDict, name: str, *,
     c.data.val_list = ""
     c.data.test_list = ""
     c.data.check_files = False  # Stat every listed image when the dataset is built.
+    # data.source='records': the folder `ltx-prepare records` wrote the lists' shards into.
+    c.data.records_dir = ""
     if name == "list_files":  # Any dataset in this layout; the others have a known size.
         c.data.num_classes = 0  # 0: the lines of <list_dir>/classes.txt, else max label + 1.
         # A ratio > 1 takes the CIFAR-LT subset of the training list (a balanced set made

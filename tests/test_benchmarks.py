@@ -91,3 +91,13 @@ def test_decoding_benchmark_compares_tfds_records_with_the_same_jpegs_as_files(
     for source in ("tfds", "files"):
         rates = re.findall(rf"pair 1 {source}: \w+, .*: ([\d,]+) images/s", out)
         assert len(rates) == 4 and all(float(r.replace(",", "")) > 0 for r in rates), out
+
+
+def test_decoding_benchmark_compares_jpeg_files_with_record_shards(capsys):
+    _script("benchmark_decoding").main(["--records", "--images", "16", "--batch", "8",
+                                        "--pairs", "1", "--shorter_side", "64"])
+    out = capsys.readouterr().out
+    assert "as records of shorter side 64" in out
+    for source in ("files", "records"):
+        rates = re.findall(rf"pair 1 {source}: \w+, .*: ([\d,]+) images/s", out)
+        assert len(rates) == 4 and all(float(r.replace(",", "")) > 0 for r in rates), out

@@ -1,16 +1,18 @@
 """Dataset registry: `config.data.name` -> a `Dataset` of long-tailed splits.
 
 `config.data.source` says where the records come from: 'files' (the default: CIFAR from the
-folder `ltx-prepare` writes, the list-file datasets from list files and an image folder) or
+folder `ltx-prepare` writes, the list-file datasets from list files and an image folder),
 'tfds' (a dataset prepared by TFDS in ArrayRecord format, read without TensorFlow;
-`ltx.data.tfds_source`). Both give the same splits; only the reading differs.
+`ltx.data.tfds_source`) or, for the list-file datasets, 'records' (ArrayRecord shards of
+pre-resized images that `ltx-prepare records` writes; `ltx.data.records`). All give the same
+splits of the same lists; only the reading (and, for records, the stored image size) differs.
 """
 
 from __future__ import annotations
 
 from ltx.data import cifar, digits, image_lists, splits
 
-SOURCES = ("files", "tfds")
+SOURCES = ("files", "tfds", "records")
 
 NAMES = ("digits_lt", "cifar10_lt", "cifar100_lt", "imagenet_lt", "inaturalist2018",
          "places_lt", "list_files")
@@ -58,6 +60,8 @@ def build(data_config) -> splits.Dataset:
     name = data_config.name
     if _source(data_config) == "tfds" and name != "digits_lt":
         return _build_from_tfds(data_config)
+    if _source(data_config) == "records":
+        return _build_from_records(data_config)
     if name == "digits_lt":
         return digits.digits_lt(data_config.imbalance_ratio, profile=data_config.profile,
                                 subset_seed=data_config.subset_seed)
@@ -115,19 +119,14 @@ def _build_from_tfds(data_config) -> splits.Dataset:
     num_classes = spec(data_config)[0]
     list_dir = data_config.get("list_dir", "")
     if list_dir:  # The official list files, joined to the TFDS records.
-        loaded = []
-        for split_name, given, default in zip(
-                ("train", "val", "test"), (data_config.train_list, data_config.val_list,
-                                           data_config.test_list),
-                image_lists.DEFAULT_LISTS[name]):
-            path = image_lists.resolve_list(list_dir, given, default)
-            if path is None and split_name != "val":
-                raise ValueError(f"{name} needs a {split_name} list; got {given!r}")
-            loaded.append(None if path is None else
-                          tfds_source.list_split(tfds_name, data_dir, path, num_classes))
-        train, val, test = loaded
+        train, val, test = _list_splits(data_config, num_classes)
     else:
         train, val, test = tfds_source.direct_splits(tfds_name, data_dir)
+    return _assemble(data_config, num_classes, train, val, test)
+
+
+def _assemble(data_config, num_classes, train, val, test) -> splits.Dataset:
+    name, aug = data_config.name, data_config.augment
     return image_lists.assemble(
         name, num_classes, train, val, test, crop_size=aug.crop_size,
         eval_resize=aug.eval_resize,
@@ -135,11 +134,33 @@ def _build_from_tfds(data_config) -> splits.Dataset:
             "subset_seed": data_config.subset_seed} if name == "list_files" else {}))
 
 
+def _list_splits(data_config, num_classes: int):
+    """(train, val or None, test) of the configured list files, each read by
+    `load_list_split` (from TFDS records or from record shards)."""
+    paths = image_lists.list_paths(
+        data_config.name, data_config.list_dir or data_config.get("root", ""),
+        data_config.train_list, data_config.val_list, data_config.test_list)
+    return tuple(None if path is None else load_list_split(data_config, path, num_classes)
+                 for path in paths)
+
+
+def _build_from_records(data_config) -> splits.Dataset:
+    if data_config.name not in image_lists.DEFAULT_LISTS:
+        raise ValueError(f"config.data.source='records' is for the list-file datasets "
+                         f"{sorted(image_lists.DEFAULT_LISTS)}; {data_config.name!r} is not one")
+    num_classes = spec(data_config)[0]
+    return _assemble(data_config, num_classes, *_list_splits(data_config, num_classes))
+
+
 def load_list_split(data_config, list_path: str, num_classes: int) -> splits.Split:
     """The split of every line of one list file of the configured dataset (e.g. a test-agnostic
     forward/backward list): read from `data.root`, or joined to the TFDS records."""
-    if _source(data_config) == "tfds":
+    source = _source(data_config)
+    if source == "tfds":
         from ltx.data import tfds_source
         return tfds_source.list_split(_tfds_name(data_config), _tfds_data_dir(data_config),
                                       list_path, num_classes)
+    if source == "records":
+        from ltx.data import records
+        return records.list_split(data_config.records_dir, list_path, num_classes)
     return image_lists.load_split(list_path, data_config.root, num_classes)

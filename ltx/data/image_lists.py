@@ -249,6 +249,24 @@ def resolve_list(list_dir: str, given: str, default: str | None) -> str | None:
     return name if _is_absolute(name) else files.join(list_dir, name)
 
 
+def list_paths(name: str, list_dir: str, train_list: str = "", val_list: str = "",
+               test_list: str = "") -> tuple[str, str | None, str]:
+    """(train, val or None, test) list paths of a list-file dataset (fields as for
+    `image_list_dataset`); ValueError when the train or test list is dropped."""
+    result = []
+    for split_name, given, default in zip(("train", "val", "test"),
+                                          (train_list, val_list, test_list),
+                                          DEFAULT_LISTS[name]):
+        path = resolve_list(list_dir, given, default)
+        if (name == "list_files" and split_name == "val" and not given and path is not None
+                and not files.isfile(path)):
+            path = None  # The optional val.txt of a custom dataset.
+        if path is None and split_name != "val":
+            raise ValueError(f"{name} needs a {split_name} list; got {given!r}")
+        result.append(path)
+    return tuple(result)
+
+
 def image_list_dataset(name: str, *, num_classes: int, root: str, list_dir: str = "",
                        train_list: str = "", val_list: str = "", test_list: str = "",
                        crop_size: int = 224, eval_resize: int = 256,
@@ -283,20 +301,9 @@ def image_list_dataset(name: str, *, num_classes: int, root: str, list_dir: str 
     if not root:
         raise FileNotFoundError(f"config.data.root is empty; {name} needs the image folder "
                                 "its list files' paths are relative to")
-    list_dir = list_dir or root
-    loaded = []
-    for split_name, given, default in zip(("train", "val", "test"),
-                                          (train_list, val_list, test_list),
-                                          DEFAULT_LISTS[name]):
-        path = resolve_list(list_dir, given, default)
-        if (name == "list_files" and split_name == "val" and not given and path is not None
-                and not files.isfile(path)):
-            path = None  # The optional val.txt of a custom dataset.
-        if path is None and split_name != "val":
-            raise ValueError(f"{name} needs a {split_name} list; got {given!r}")
-        loaded.append(None if path is None else
-                      load_split(path, root, num_classes, check_files=check_files))
-    train, val, test = loaded
+    train, val, test = (
+        None if path is None else load_split(path, root, num_classes, check_files=check_files)
+        for path in list_paths(name, list_dir or root, train_list, val_list, test_list))
     return assemble(name, num_classes, train, val, test, crop_size=crop_size,
                     eval_resize=eval_resize, imbalance_ratio=imbalance_ratio, profile=profile,
                     subset_seed=subset_seed)
