@@ -179,7 +179,7 @@ def shifted_test_sets(labels: np.ndarray, num_classes: int, *,
                        max_per_class: int = MAX_PER_CLASS,
                        factors: Sequence[int] = IMBALANCE_FACTORS,
                        seed: int = 0) -> dict[str, np.ndarray]:
-    """Indices into the test split of each test distribution, forward-50 ... uniform ... backward-50.
+    """Indices into the test split of each test distribution, forward-50 ... backward-50.
 
     'uniform' is the whole test split. The others hold `long_tail_counts(m, C, factor,
     reverse=...)` images per class with m = min(max_per_class, smallest per-class test count);

@@ -154,10 +154,10 @@ def make_train_step(model, method: methods.Method, tx: optax.GradientTransformat
     already laid out as it comes (`to_global` for the first, replicated 'source'); the step
     gathers the images and augments them with a key of its own step. `rng` is the
     run's base key; the step folds in its own step number, so a resumed run draws the same Mixup
-    coefficients as an uninterrupted one. Mixup is on for epochs < `mixup_epochs` (None: all; a
-    recipe may end with mixup-free epochs). `teacher_variables` are `teacher.variables` (None without a
-    teacher); the teacher sees the same (mixed) images as the student. Metrics are sums over the
-    global batch with a count.
+    coefficients as an uninterrupted one. Mixup is on for epochs < `mixup_epochs` (None: all;
+    a recipe may end with mixup-free epochs). `teacher_variables` are `teacher.variables` (None
+    without a teacher); the teacher sees the same (mixed) images as the student. Metrics are
+    sums over the global batch with a count.
     """
     if method.needs_teacher and teacher is None:
         raise ValueError(f"method {method.name!r} distils from a teacher, but none was given "

@@ -237,7 +237,7 @@ def test_oracle_accuracy_bounds_every_other_fusion():
         assert accuracy > 1 / 9 + 0.05, name  # Every fusion uses the signal.
 
 
-def _nll(log_probs, labels):
+def per_example_nll(log_probs, labels):
     lp = np.asarray(jax.nn.log_softmax(jnp.asarray(log_probs), axis=-1), np.float64)
     return -lp[np.arange(len(labels)), labels].mean()
 
@@ -245,9 +245,9 @@ def _nll(log_probs, labels):
 def test_stacking_decreases_the_nll_and_fits_a_separable_problem():
     zs, labels = _experts(300, 14, scale=1.0, signal=1.5)
     zero = {"kernel": jnp.zeros((12, 9)), "bias": jnp.zeros(9)}
-    nll_start = _nll(cbe_fusion.apply_stacking(zero, zs, MASKS), labels)
+    nll_start = per_example_nll(cbe_fusion.apply_stacking(zero, zs, MASKS), labels)
     assert nll_start == pytest.approx(np.log(9), abs=1e-6)
-    nlls = [_nll(cbe_fusion.apply_stacking(
+    nlls = [per_example_nll(cbe_fusion.apply_stacking(
         cbe_fusion.fit_stacking(zs, MASKS, labels, num_steps=n), zs, MASKS), labels)
         for n in (20, 500)]
     assert nll_start > nlls[0] > nlls[1]
@@ -257,7 +257,7 @@ def test_stacking_decreases_the_nll_and_fits_a_separable_problem():
     logits = cbe_fusion.apply_stacking(params, zs, MASKS, reject=False)
     assert params["kernel"].shape == (9, 9)
     np.testing.assert_array_equal(np.argmax(logits, -1), labels)
-    assert _nll(logits, labels) < 0.05
+    assert per_example_nll(logits, labels) < 0.05
     with pytest.raises(ValueError, match=r"apply_stacking: params have kernel \(12, 9\)"):
         cbe_fusion.apply_stacking(zero, zs, MASKS, reject=False)
 
@@ -293,10 +293,10 @@ def test_joint_calibration_fit_reduces_the_nll_of_overconfident_experts():
     zs = [z * 5.0 for z in zs]  # Miscalibrated: five times too confident.
     ones = tuple({"scale": np.ones(z.shape[1], np.float32), "bias": np.ones(z.shape[1], np.float32)}
                  for z in zs)
-    before = _nll(cbe_fusion.apply_joint_calibration(ones, zs, MASKS), labels)
+    before = per_example_nll(cbe_fusion.apply_joint_calibration(ones, zs, MASKS), labels)
     params = cbe_fusion.fit_joint_calibration(zs, MASKS, labels, num_epochs=40, seed=1)
     out = cbe_fusion.apply_joint_calibration(params, zs, MASKS)
-    after = _nll(out, labels)
+    after = per_example_nll(out, labels)
     assert after < 0.7 * before, (before, after)
     np.testing.assert_allclose(jax.nn.logsumexp(out, axis=-1), 0.0, atol=1e-5)
     assert all(p["scale"].shape == (z.shape[1],) for p, z in zip(params, zs))

@@ -14,9 +14,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ltx.losses import _input_checks as checks
+from ltx.losses import input_checks as checks
 
-def _expert_logits(expert_logits, fn: str) -> jax.Array:
+def check_expert_logits(expert_logits, fn: str) -> jax.Array:
     """expert_logits [E, B, C] with E >= 1, in the compute dtype."""
     z = checks.check_logits(expert_logits, fn, (3,), "[E, B, C]", "expert_logits")
     if z.shape[0] < 1:
@@ -24,7 +24,8 @@ def _expert_logits(expert_logits, fn: str) -> jax.Array:
                          "expected E >= 1")
     return z.astype(checks.compute_dtype(z))
 
-def _target_masks(target_masks, fn: str, num_experts: int, num_classes: int) -> np.ndarray:
+def check_target_masks(target_masks, fn: str, num_experts: int, num_classes: int) -> np.ndarray:
+    """bool [E, C] target masks, checked (a ValueError names `fn`)."""
     return checks.check_class_mask(target_masks, fn, "target_masks", (num_experts, num_classes),
                                    "[E, C] (experts, classes)")
 
@@ -42,7 +43,7 @@ def logit_mean(expert_logits: jax.Array) -> jax.Array:
     Returns:
       float [B, C] (float32 or wider).
     """
-    return jnp.mean(_expert_logits(expert_logits, "logit_mean"), axis=0)
+    return jnp.mean(check_expert_logits(expert_logits, "logit_mean"), axis=0)
 
 def prob_mean(expert_logits: jax.Array) -> jax.Array:
     """Log of the mean of the experts' softmax probabilities, [B, C] (soft voting).
@@ -59,7 +60,7 @@ def prob_mean(expert_logits: jax.Array) -> jax.Array:
     Returns:
       float [B, C] log-probabilities (float32 or wider).
     """
-    z = _expert_logits(expert_logits, "prob_mean")
+    z = check_expert_logits(expert_logits, "prob_mean")
     log_probs = jax.nn.log_softmax(z, axis=-1)
     return jax.nn.logsumexp(log_probs, axis=0) - jnp.log(jnp.asarray(z.shape[0], z.dtype))
 
@@ -77,7 +78,7 @@ def router_weighted(expert_logits: jax.Array, router_weights: jax.Array) -> jax.
       float [B, C] (float32 or wider).
     """
     fn = "router_weighted"
-    z = _expert_logits(expert_logits, fn)
+    z = check_expert_logits(expert_logits, fn)
     num_experts, batch, _ = z.shape
     weights = checks.check_logits(router_weights, fn, (2,), "[B, E]", "router_weights")
     if weights.shape != (batch, num_experts):

@@ -11,7 +11,8 @@ class statistics as keyword arguments, and returns a scalar computed in float32 
 - `margin`: LDAM margins, DRW class weights and schedule, focal loss (LDAM-DRW, focal, RIDE,
   ALA + MoE).
 - `distillation`: knowledge distillation (RIDE, ALA + MoE).
-- `_input_checks`: the shared argument checks and dtype rule (internal).
+- `input_checks`: the shared argument checks and dtype rule, which the method homes' losses
+  use too.
 
 A loss that only one method uses lives in that method's home (`ltx.methods.<name>`), e.g.
 `ltx.methods.ride.loss.ride_loss`, `ltx.methods.sade.loss.sade_loss`,

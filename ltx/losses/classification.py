@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from ltx.losses import _input_checks as checks
+from ltx.losses import input_checks as checks
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array, *, class_weights=None,
@@ -30,13 +30,14 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, *, class_weights=None,
     dtype = checks.compute_dtype(logits)
     weights = checks.check_class_weights(class_weights, fn, num_classes, dtype)
     where = checks.check_where(where, fn, batch)
-    return _cross_entropy(logits.astype(dtype), labels, weights, where)
+    return cross_entropy_unchecked(logits.astype(dtype), labels, weights, where)
 
 
-def _cross_entropy(logits: jax.Array, labels: jax.Array, class_weights=None,
-                   where=None) -> jax.Array:
-    """`cross_entropy` on checked arguments, in the dtype of `logits` (weights: [C] or None,
-    where: bool [B] or None)."""
+def cross_entropy_unchecked(logits: jax.Array, labels: jax.Array, class_weights=None,
+                            where=None) -> jax.Array:
+    """`cross_entropy` without its argument checks, for callers that checked them: logits
+    [..., B, C], labels [B], weights [C] or None, where bool [B] or None -> scalar, in the
+    dtype of `logits`."""
     log_probs = jax.nn.log_softmax(logits, axis=-1)
     targets = jax.nn.one_hot(labels, logits.shape[-1], dtype=log_probs.dtype)
     nll = -jnp.sum(targets * log_probs, axis=-1)  # [..., B]

@@ -9,10 +9,10 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from ltx.losses import _input_checks as checks
+from ltx.losses import input_checks as checks
 
 
-def _kl_to_target(log_target, log_probs, where=None):
+def kl_to_target(log_target, log_probs, where=None):
     """(1/B) sum_{i,c} q_ic (log q_ic - log p_ic) for log q [B, C], log p [..., B, C] -> [...].
 
     PyTorch's `F.kl_div(log_p, q, reduction='batchmean')`; a zero q contributes 0. With `where`
@@ -59,5 +59,5 @@ def distillation_loss(student_logits: jax.Array, teacher_logits: jax.Array, *, t
     log_target = jax.nn.log_softmax(
         jax.lax.stop_gradient(teacher_logits.astype(dtype)) / temperature, axis=-1)
     log_probs = jax.nn.log_softmax(student_logits.astype(dtype) / temperature, axis=-1)
-    loss = _kl_to_target(log_target, log_probs, where)
+    loss = kl_to_target(log_target, log_probs, where)
     return loss * temperature ** 2 if t_squared else loss

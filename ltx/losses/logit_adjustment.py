@@ -22,8 +22,8 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 
-from ltx.losses import _input_checks as checks
-from ltx.losses.classification import _cross_entropy
+from ltx.losses import input_checks as checks
+from ltx.losses.classification import cross_entropy_unchecked
 
 # The official code adds 1e-9 inside the log so that empty classes stay finite.
 PRIOR_EPS = 1e-9
@@ -31,10 +31,11 @@ PRIOR_EPS = 1e-9
 
 def log_prior(class_counts, dtype=jnp.float32) -> jax.Array:
     """float [C] log(n_c / N + 1e-9), for counts n_c >= 0 with a positive sum."""
-    return _log_prior(checks.check_counts(class_counts, "log_prior", positive=False), dtype)
+    counts = checks.check_counts(class_counts, "log_prior", positive=False)
+    return log_prior_unchecked(counts, dtype)
 
 
-def _log_prior(counts, dtype) -> jax.Array:
+def log_prior_unchecked(counts, dtype) -> jax.Array:
     """`log_prior` of checked counts."""
     counts = jnp.asarray(counts, dtype)
     return jnp.log(counts / jnp.sum(counts) + PRIOR_EPS)
@@ -61,8 +62,8 @@ def logit_adjusted_loss(logits: jax.Array, labels: jax.Array, *, class_counts,
     counts = checks.check_counts(class_counts, fn, num_classes, positive=False)
     dtype = checks.compute_dtype(logits)
     where = checks.check_where(where, fn, batch)
-    return _cross_entropy(logits.astype(dtype) + tau * _log_prior(counts, dtype), labels,
-                          where=where)
+    adjusted = logits.astype(dtype) + tau * log_prior_unchecked(counts, dtype)
+    return cross_entropy_unchecked(adjusted, labels, where=where)
 
 
 def gla_loss(expert_logits: jax.Array, labels: jax.Array, *, class_counts,
@@ -90,6 +91,6 @@ def gla_loss(expert_logits: jax.Array, labels: jax.Array, *, class_counts,
     counts = checks.check_counts(class_counts, fn, num_classes, positive=False)
     dtype = checks.compute_dtype(expert_logits)
     taus = 1.0 - jnp.asarray(lambdas, dtype)  # [E]
-    biases = taus[:, None, None] * _log_prior(counts, dtype)  # [E, 1, C]
+    biases = taus[:, None, None] * log_prior_unchecked(counts, dtype)  # [E, 1, C]
     where = checks.check_where(where, fn, batch)
-    return _cross_entropy(expert_logits.astype(dtype) + biases, labels, where=where)
+    return cross_entropy_unchecked(expert_logits.astype(dtype) + biases, labels, where=where)

@@ -16,14 +16,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ltx.losses import _input_checks as checks
+from ltx.losses import input_checks as checks
 
 
 # ---------------------------------------------------------------------------------------------
 # Class statistics.
 
 
-def _ldam_margins(counts, xp, max_margin):
+def margins_from_counts(counts, xp, max_margin):
+    """`ldam_margins` of counts [C] with the array module `xp` (numpy or jax.numpy), no
+    checks: max_margin * (n_min / n_c)^(1/4), [C]."""
     margins = 1.0 / xp.sqrt(xp.sqrt(counts))
     return margins * (max_margin / xp.max(margins))
 
@@ -46,10 +48,12 @@ def ldam_margins(class_counts, *, max_margin: float = 0.5) -> jax.Array:
     counts = checks.check_counts(class_counts, fn, positive=True)
     xp = checks.array_module(counts)
     checks.check_positive(max_margin, "max_margin", fn, allow_zero=True)
-    return jnp.asarray(_ldam_margins(counts, xp, max_margin))
+    return jnp.asarray(margins_from_counts(counts, xp, max_margin))
 
 
-def _drw_class_weights(counts, xp, beta):
+def effective_number_weights(counts, xp, beta):
+    """`drw_class_weights` of counts [C] with the array module `xp`, no checks: (1 - beta) /
+    (1 - beta^n_c), normalised to sum to C, [C]."""
     weights = (1.0 - beta) / (1.0 - xp.power(beta, counts))
     return weights / xp.sum(weights) * counts.shape[0]
 
@@ -74,7 +78,7 @@ def drw_class_weights(class_counts, *, beta: float = 0.9999) -> jax.Array:
     counts = checks.check_counts(class_counts, fn, positive=True)
     xp = checks.array_module(counts)
     checks.check_fraction(beta, "beta", fn)
-    return jnp.asarray(_drw_class_weights(counts, xp, beta))
+    return jnp.asarray(effective_number_weights(counts, xp, beta))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -96,13 +100,14 @@ def drw_schedule(class_counts, drw_epoch: int, beta: float = 0.9999):
     return lambda epoch: jnp.where(epoch >= drw_epoch, balanced, ones)
 
 
-def _margin_logits(logits, onehot, margins, scale):
-    """Subtracts scale * m_y from the target logit only: z - scale * m_y * e_y."""
+def subtract_target_margin(logits, onehot, margins, scale):
+    """Subtracts scale * m_y from the target logit only: z - scale * m_y * e_y (logits and
+    onehot [..., B, C], margins [C]) -> [..., B, C]."""
     batch_margin = onehot @ margins  # [B]
     return logits - (scale * batch_margin)[:, None] * onehot
 
 
-def _nll(logits, onehot):
+def per_example_nll(logits, onehot):
     """-log softmax(logits)_y over the last axis; [..., B, C] -> [..., B]."""
     return -jnp.sum(onehot * jax.nn.log_softmax(logits, axis=-1), axis=-1)
 
@@ -142,7 +147,7 @@ def focal_loss(logits: jax.Array, labels: jax.Array, *, gamma: float,
     weights = checks.check_class_weights(class_weights, fn, num_classes, dtype)
     where = checks.check_where(where, fn, batch)
     onehot = jax.nn.one_hot(labels, num_classes, dtype=dtype)
-    ce = _nll(logits.astype(dtype), onehot)  # [B]
+    ce = per_example_nll(logits.astype(dtype), onehot)  # [B]
     if weights is not None:
         ce = ce * (onehot @ weights)
     one_minus_p = -jnp.expm1(-ce)
@@ -197,8 +202,8 @@ def ldam_loss(logits: jax.Array, labels: jax.Array, *, class_counts, max_margin:
     dtype = checks.compute_dtype(logits)
     weights = checks.check_class_weights(class_weights, fn, num_classes, dtype)
     where = checks.check_where(where, fn, batch)
-    margins = jnp.asarray(_ldam_margins(counts, xp, max_margin), dtype)
+    margins = jnp.asarray(margins_from_counts(counts, xp, max_margin), dtype)
     onehot = jax.nn.one_hot(labels, num_classes, dtype=dtype)
-    shifted = _margin_logits(logits.astype(dtype), onehot, margins, scale)
+    shifted = subtract_target_margin(logits.astype(dtype), onehot, margins, scale)
     target_weights = None if weights is None else onehot @ weights
-    return checks.weighted_mean(_nll(shifted, onehot), target_weights, where)
+    return checks.weighted_mean(per_example_nll(shifted, onehot), target_weights, where)

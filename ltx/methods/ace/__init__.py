@@ -76,7 +76,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from ltx.losses import _input_checks as checks
+from ltx.losses import input_checks as checks
 from ltx.methods import base
 from ltx.methods.ace.fusion import ace_rescale_factors, group_average
 from ltx.methods.ace.loss import ace_loss, ace_split

@@ -11,8 +11,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ltx.fusion.ensemble import _expert_logits, _target_masks
-from ltx.losses import _input_checks as checks
+from ltx.fusion.ensemble import check_expert_logits, check_target_masks
+from ltx.losses import input_checks as checks
 
 
 def group_average(expert_logits: jax.Array, target_masks, scales=None) -> jax.Array:
@@ -33,9 +33,9 @@ def group_average(expert_logits: jax.Array, target_masks, scales=None) -> jax.Ar
       float [B, C] (float32 or wider).
     """
     fn = "group_average"
-    z = _expert_logits(expert_logits, fn)
+    z = check_expert_logits(expert_logits, fn)
     num_experts, _, num_classes = z.shape
-    masks = _target_masks(target_masks, fn, num_experts, num_classes)
+    masks = check_target_masks(target_masks, fn, num_experts, num_classes)
     uncovered = np.flatnonzero(~masks.any(axis=0))
     if uncovered.size:
         raise ValueError(f"{fn}: classes {uncovered[:8].tolist()}"
@@ -77,7 +77,7 @@ def ace_rescale_factors(head_kernels: jax.Array, target_masks) -> jax.Array:
     num_experts, _, num_classes = kernels.shape
     if num_experts < 1:
         raise ValueError(f"{fn}: head_kernels has no experts, got shape {tuple(kernels.shape)}")
-    masks = _target_masks(target_masks, fn, num_experts, num_classes)
+    masks = check_target_masks(target_masks, fn, num_experts, num_classes)
     if not masks[0].all():
         missing = np.flatnonzero(~masks[0])
         raise ValueError(f"{fn}: target_masks[0] misses classes {missing[:8].tolist()}"

@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ltx.losses import _input_checks as checks
+from ltx.losses import input_checks as checks
 
 
 def ace_split(class_counts, thresholds: Sequence[float]) -> np.ndarray:

@@ -26,8 +26,8 @@ import math
 import jax
 import jax.numpy as jnp
 
-from ltx.losses import _input_checks as checks
-from ltx.losses.classification import _cross_entropy
+from ltx.losses import input_checks as checks
+from ltx.losses.classification import cross_entropy_unchecked
 
 
 def ala_quantity_factors(class_counts) -> jax.Array:
@@ -78,4 +78,4 @@ def ala_loss(logits: jax.Array, labels: jax.Array, *, class_counts, scale: float
     difficulty = (1.0 - cos_y) / 2.0
     quantity = targets @ _quantity_factors(counts, dtype)  # [B], constant
     margin = scale * difficulty * quantity  # [..., B], no gradient
-    return _cross_entropy(z - margin[..., None] * targets, labels, weights, where)
+    return cross_entropy_unchecked(z - margin[..., None] * targets, labels, weights, where)

@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ltx.losses import _input_checks as checks
+from ltx.losses import input_checks as checks
 from ltx.methods.cbe.loss import reject_logit_correction
 
 # log 0 of the classes an expert does not own in `expert_selection` and `oracle`: finite, so that

@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ltx.losses import _input_checks as checks
+from ltx.losses import input_checks as checks
 
 
 def _expert_mask(in_expert_mask, fn: str) -> np.ndarray:

@@ -8,8 +8,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ltx.fusion.ensemble import _expert_logits
-from ltx.losses import _input_checks as checks
+from ltx.fusion.ensemble import check_expert_logits
+from ltx.losses import input_checks as checks
 
 
 def ride_cascade(expert_logits: jax.Array, router_logits: jax.Array,
@@ -36,7 +36,7 @@ def ride_cascade(expert_logits: jax.Array, router_logits: jax.Array,
       (logits float [B, C] (float32 or wider), num_used int32 [B] in [1, E]).
     """
     fn = "ride_cascade"
-    z = _expert_logits(expert_logits, fn)
+    z = check_expert_logits(expert_logits, fn)
     num_experts, batch, _ = z.shape
     r = checks.as_array(router_logits)
     if tuple(r.shape) != (num_experts - 1, batch):

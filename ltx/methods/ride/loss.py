@@ -13,9 +13,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ltx.losses import _input_checks as checks
-from ltx.losses.distillation import _kl_to_target
-from ltx.losses.margin import _drw_class_weights, _ldam_margins, _margin_logits, _nll
+from ltx.losses import input_checks as checks
+from ltx.losses.distillation import kl_to_target
+from ltx.losses.margin import (effective_number_weights, margins_from_counts, per_example_nll,
+                               subtract_target_margin)
 
 def _ride_temperatures(counts, xp, base_temperature, reweight_factor, fn):
     prior = counts / xp.sum(counts)
@@ -135,10 +136,10 @@ def ride_loss(expert_logits: jax.Array, labels: jax.Array, *, class_counts, rewe
 
     dtype = checks.compute_dtype(expert_logits)
     logits = expert_logits.astype(dtype)
-    margins = jnp.asarray(_ldam_margins(counts, xp, max_margin), dtype)
+    margins = jnp.asarray(margins_from_counts(counts, xp, max_margin), dtype)
     temperatures = _ride_temperatures(counts, xp, base_temperature, reweight_factor, fn)
     mean_temperature = xp.mean(temperatures)
-    class_weights = jnp.asarray(_drw_class_weights(counts, xp, beta), dtype)
+    class_weights = jnp.asarray(effective_number_weights(counts, xp, beta), dtype)
     temperatures = jnp.asarray(temperatures, dtype)
 
     onehot = jax.nn.one_hot(labels, num_classes, dtype=dtype)
@@ -156,12 +157,12 @@ def ride_loss(expert_logits: jax.Array, labels: jax.Array, *, class_counts, rewe
     mean_logits = jnp.mean(logits, axis=0)  # [B, C], the model output z_bar.
     base_logits = _where(diversity_factor == 0, jnp.broadcast_to(mean_logits, logits.shape), logits)
     base_losses = checks.weighted_mean(
-        _nll(_margin_logits(base_logits, onehot, margins, scale), onehot), target_weights,
-        where)  # [E]
+        per_example_nll(subtract_target_margin(base_logits, onehot, margins, scale), onehot),
+        target_weights, where)  # [E]
 
     log_target = jax.nn.log_softmax(jax.lax.stop_gradient(mean_logits) / temperature, axis=-1)
     log_probs = jax.nn.log_softmax(logits / temperature, axis=-1)  # [E, B, C]
-    diversity = temperature_mean ** 2 * _kl_to_target(log_target, log_probs, where)  # [E]
+    diversity = temperature_mean ** 2 * kl_to_target(log_target, log_probs, where)  # [E]
     return jnp.sum(base_losses + diversity_factor * diversity)
 
 def routing_targets(expert_logits: jax.Array, labels: jax.Array) -> jax.Array:

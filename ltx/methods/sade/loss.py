@@ -33,9 +33,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from ltx.losses import _input_checks as checks
-from ltx.losses.classification import _cross_entropy
-from ltx.losses.logit_adjustment import PRIOR_EPS, _log_prior
+from ltx.losses import input_checks as checks
+from ltx.losses.classification import cross_entropy_unchecked
+from ltx.losses.logit_adjustment import PRIOR_EPS, log_prior_unchecked
 
 NUM_SADE_EXPERTS = 3
 
@@ -86,9 +86,9 @@ def sade_loss(expert_logits: jax.Array, labels: jax.Array, *, class_counts,
     where = checks.check_where(where, fn, batch)
     dtype = checks.compute_dtype(expert_logits)
     z = expert_logits.astype(dtype)
-    log_pi = _log_prior(counts, dtype)
+    log_pi = log_prior_unchecked(counts, dtype)
     log_pi_inv = jnp.log(_inverse_prior(counts, dtype) + PRIOR_EPS)
-    forward = _cross_entropy(z[0], labels, where=where)
-    uniform = _cross_entropy(z[1] + log_pi, labels, where=where)
-    inverse = _cross_entropy(z[2] + log_pi - tau * log_pi_inv, labels, where=where)
+    forward = cross_entropy_unchecked(z[0], labels, where=where)
+    uniform = cross_entropy_unchecked(z[1] + log_pi, labels, where=where)
+    inverse = cross_entropy_unchecked(z[2] + log_pi - tau * log_pi_inv, labels, where=where)
     return forward + uniform + inverse
