@@ -8,7 +8,7 @@ Layouts (the models and losses of the configs named, on synthetic long-tailed da
   resnet50x3        configs/imagenet_lt_balpoe.py: ResNet-50, 3 experts, 224x224, 1000 classes
 dtypes: float32 and bfloat16 (`config.model.dtype`: bfloat16 convolutions, float32 parameters,
 BatchNorm statistics, logits and losses). Devices: 1, 2, 4, ... up to all of them; the batch is
-`--per-device-batch` x devices (weak scaling), sharded over a one-axis mesh as `ltx.trainer`
+`--per-device-batch` x devices (weak scaling), sharded over a one-axis mesh as `ltx.steps`
 does.
 
 - full: the host makes the index batch (`pipeline.train_index_dataset`), the step gathers the
@@ -121,14 +121,14 @@ def run(layout, dtype, devices, args) -> tuple[float, float, int]:
     import numpy as np
     from jax.sharding import NamedSharding, PartitionSpec as P
 
-    from ltx import optim, trainer
+    from ltx import optim, steps
     from ltx.data import augment, device_augment, pipeline, splits
 
     config, model, method, shape, num_classes = build(layout, dtype, args.tiny)
     per_device = args.per_device_batch or (4 if args.tiny else 64 if layout == "resnet50x3"
                                            else 128)
     batch = per_device * devices
-    mesh = trainer.make_mesh(jax.devices()[:devices])
+    mesh = steps.make_mesh(jax.devices()[:devices])
     schedule = optim.learning_rate_schedule(config.schedule, base_lr=0.1,
                                             num_epochs=config.num_epochs, steps_per_epoch=10)
     tx = optim.make_optimizer(config.optimizer, schedule)
@@ -143,12 +143,12 @@ def run(layout, dtype, devices, args) -> tuple[float, float, int]:
     augment_fn = device_augment.make_batch_augment(
         {"kind": "cifar", "crop_padding": 4, "flip": True}, mean=augment.IMAGENET_MEAN,
         std=augment.IMAGENET_STD)
-    step = trainer.make_train_step(model, method, tx, schedule, mesh, batch_augment=augment_fn)
-    state = trainer.create_train_state(jax.random.key(0, impl="rbg"), model, tx, shape, mesh)
+    step = steps.make_train_step(model, method, tx, schedule, mesh, batch_augment=augment_fn)
+    state = steps.create_train_state(jax.random.key(0, impl="rbg"), model, tx, shape, mesh)
     source = jax.device_put(images, NamedSharding(mesh, P()))
     iterator = pipeline.train_iterator(pipeline.train_index_dataset(
         split, global_batch_size=batch, seed=0))
-    to_global = trainer.make_to_global(mesh)
+    to_global = steps.make_to_global(mesh)
 
     def index_batch():
         return dict(to_global(next(iterator)), source=source)
@@ -156,7 +156,7 @@ def run(layout, dtype, devices, args) -> tuple[float, float, int]:
     state, full = measure(step, state, index_batch, args.steps, key)
 
     # Prepared: one normalised batch already on the devices.
-    prepared_step = trainer.make_train_step(model, method, tx, schedule, mesh)
+    prepared_step = steps.make_train_step(model, method, tx, schedule, mesh)
     prepared = to_global({"image": augment.normalize(images[:batch], augment.IMAGENET_MEAN,
                                                      augment.IMAGENET_STD),
                           "label": labels[:batch].astype(np.int32),

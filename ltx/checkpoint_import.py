@@ -23,7 +23,8 @@ from typing import Any
 import jax
 import ml_collections
 
-from ltx import checkpointing, config_lib, files, trainer, workdirs
+from ltx import (checkpointing, config_check, config_lib, files, parts as parts_lib, steps,
+                 trainer, workdirs)
 from ltx.convert import arrays, layouts
 from ltx.data import pipeline
 
@@ -55,8 +56,10 @@ def import_checkpoint(checkpoint: str, config: ml_collections.ConfigDict, workdi
     if files.isdir(files.join(workdir, "checkpoints")):
         raise FileExistsError(f"{workdir} already holds checkpoints; import into a new --workdir")
     state_dict = arrays.load_state_dict(checkpoint)  # Before any model is built: fail fast.
-    run = trainer.Run(config, workdir)
-    state = run.initial_state(pretrained=False)
+    config_check.check(config)
+    parts = parts_lib.build(config)
+    plan, mesh = parts_lib.make_plan(config, parts), steps.make_mesh()
+    state = trainer.initial_state(config, parts, plan, mesh, pretrained=False)
     variables, report = layouts.convert(
         state_dict.arrays, {"params": jax.device_get(state.params),
                             "batch_stats": jax.device_get(state.batch_stats)})
@@ -65,8 +68,10 @@ def import_checkpoint(checkpoint: str, config: ml_collections.ConfigDict, workdi
                          f"({', '.join(report.kept[:6])}); is the config's model the "
                          "checkpoint's? (use model.init_checkpoint to start a run from a "
                          "partial match)")
-    state = run.with_variables(state, variables["params"], variables.get("batch_stats", {}))
-    data_state = pipeline.train_iterator(run.train_data(), num_workers=0).get_state()
+    state = steps.with_variables(state, variables["params"], variables.get("batch_stats", {}),
+                                 plan.tx, mesh)
+    data_state = pipeline.train_iterator(trainer.train_data(config, parts.dataset, plan.epochs),
+                                         num_workers=0).get_state()
     summary = {"checkpoint": files.absolute(checkpoint), "container": state_dict.container,
                "non_tensor_entries": state_dict.skipped, "copied": report.copied,
                "broadcast": report.broadcast, "skipped": report.skipped,
@@ -75,7 +80,7 @@ def import_checkpoint(checkpoint: str, config: ml_collections.ConfigDict, workdi
         workdirs.write_config(workdir, config)
     checkpointer = checkpointing.Checkpointer(workdir, async_save=False)
     try:
-        checkpointer.save(0, state, data_state, {"fingerprint": run.fingerprint,
+        checkpointer.save(0, state, data_state, {"fingerprint": parts_lib.fingerprint(config, parts),
                                                  "seed": config.seed,
                                                  "imported_from": summary["checkpoint"]},
                           force=True)

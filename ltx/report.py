@@ -84,7 +84,7 @@ def resolve_evals(config, extra: dict[str, dict[str, Any]] | None = None
 def evaluate_workdir(workdir: str, *, shot_convention: str | None = None,
                      step: int | None = None, max_per_class: int | None = None,
                      factors: Sequence[int] | None = None, num_bins: int | None = None,
-                     pictures: bool = True, verbose: bool = False, predictor=None, run=None,
+                     pictures: bool = True, verbose: bool = False, predictor=None,
                      evals: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """Evaluates the final predictor of `workdir` and writes `<workdir>/eval/`; returns the report.
 
@@ -98,8 +98,7 @@ def evaluate_workdir(workdir: str, *, shot_convention: str | None = None,
       pictures: also draw the PNGs.
       verbose: print the Markdown report.
       predictor: the workdir's predictor (`ltx.workdirs.final_predictor`); default: restored.
-      run: a `trainer.Run` with the state to evaluate in `run.state` (e.g. right after
-        `run.train()`), which saves rebuilding and recompiling it.
+        The one `ltx.trainer.train_and_evaluate` returns saves rebuilding and recompiling it.
       evals: {evaluator name: settings} to run after the config's (`config.evals`), e.g.
         {'test_time_aggregation': {'epochs': 50}}; one that does not apply raises ValueError.
 
@@ -119,8 +118,7 @@ def evaluate_workdir(workdir: str, *, shot_convention: str | None = None,
                                           ("factors", factors)) if v is not None})
         extra["shifted"] = shifted
     if predictor is None:
-        predictor = (workdirs.RunPredictor(run) if run is not None
-                     else workdirs.final_predictor(workdir, step))
+        predictor = workdirs.final_predictor(workdir, step)
     cfg, dataset, method = predictor.config, predictor.dataset, predictor.method
     named, asked = resolve_evals(cfg, extra)
     chosen = {}

@@ -3,7 +3,7 @@
 Several methods train in stages: RIDE's router is trained on a frozen stage-1 model (and RIDE may
 distil from a 6-expert teacher first), ALA + MoE distils its mixture into one expert, the
 class-balanced experts fine-tune a baseline on class subsets and then fuse. A stage is a normal
-`trainer.Run` with its own workdir, so it checkpoints, resumes and reports like any run.
+`trainer.train_and_evaluate` run with its own workdir, so it checkpoints, resumes and reports like any run.
 
 Config: `config.stage_order` names the stages in order (empty: a single run); `config.stages.<name>`
 holds that stage's overrides of the config, merged recursively (e.g. `num_epochs`,
@@ -33,29 +33,31 @@ from typing import Any
 import jax
 import ml_collections
 
-from ltx import (checkpointing, config_check, config_lib, evaluation, files, methods, trainer,
-                 workdirs)
+from ltx import (checkpointing, config_check, config_lib, evaluation, files, methods,
+                 parts as parts_lib, steps, trainer, workdirs)
+from ltx.predictor import Predictor
 
 
-def _teacher_from_workdir(config) -> trainer.Teacher:
+def _teacher_from_workdir(config) -> steps.Teacher:
     path = config.teacher.workdir
     if not path:
         raise ValueError(f"method {config.method.name!r} distils from a teacher: set "
                          "config.teacher.workdir to a finished run, or add a teacher stage")
     predictor = workdirs.final_predictor(path)
-    if not isinstance(predictor, workdirs.RunPredictor):
+    if not isinstance(predictor, Predictor):
         raise ValueError(f"config.teacher.workdir={path!r} is a fused multi-model workdir; "
                          "expected a run whose model can be distilled")
-    return trainer.Teacher.from_run(predictor.run, predictor.run.state)
+    return steps.Teacher.from_predictor(predictor)
 
 
-def _prepare(config, workdir: str, teacher: trainer.Teacher | None) -> trainer.Run:
-    """The Run of `config`, built once, with its teacher: the given one, else
-    `teacher.workdir`'s when the method distils."""
-    parts = trainer.build(config)
+def _train_one(config, workdir: str, teacher: steps.Teacher | None
+               ) -> tuple[dict[str, Any], Predictor]:
+    """Trains one run of `config` with its teacher: the given one, else `teacher.workdir`'s
+    when the method distils."""
+    parts = parts_lib.build(config)
     if parts.method.needs_teacher and teacher is None:
         teacher = _teacher_from_workdir(config)
-    return trainer.Run(config, workdir, parts=parts, teacher=teacher)
+    return trainer.train_and_evaluate(config, workdir, parts=parts, teacher=teacher)
 
 
 def _already_finished(workdir: str, config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -102,12 +104,12 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         return _already_finished(workdir, config)
     stages = config_lib.stage_configs(config)
     if not stages:
-        return _prepare(config, workdir, None).train()
+        return _train_one(config, workdir, None)[0]
     finish = methods.finish_step(config)  # Checked before anything trains.
     is_main = jax.process_index() == 0
     if is_main:
         workdirs.write_config(workdir, config)
-    runs: dict[str, trainer.Run] = {}
+    runs: dict[str, Predictor] = {}
     summaries: dict[str, dict[str, Any]] = {}
     final: dict[str, Any] = {}
     for name, stage_config, links in stages:
@@ -126,10 +128,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         else:
             teacher = None
             if "teacher_from" in links:
-                source = runs[links["teacher_from"]]
-                teacher = trainer.Teacher.from_run(source, source.state)
-            runs[name] = _prepare(stage_config, stage_dir, teacher)
-            final = runs[name].train()
+                teacher = steps.Teacher.from_predictor(runs[links["teacher_from"]])
+            final, runs[name] = _train_one(stage_config, stage_dir, teacher)
         summaries[name] = {k: final[k] for k in ("top1_all", "top1_many", "top1_medium",
                                                   "top1_few", "ece", "train_seconds")
                            if k in final}

@@ -46,14 +46,14 @@ def config_stats(config, *, xla: bool = False) -> dict[str, Any]:
     """
     import numpy as np
 
-    from ltx import config_lib, trainer
+    from ltx import config_lib, parts
     from ltx.data import datasets
 
     staged = config_lib.stage_configs(config)
     if staged:
         config = staged[-1][1]
     num_classes, image_shape = datasets.spec(config.data)
-    method, model = trainer.build_method_and_model(config, np.full(num_classes, 100))
+    method, model = parts.build_method_and_model(config, np.full(num_classes, 100))
     return {"model": config.model.name, "num_experts": method.num_experts,
             "num_shared_stages": model.num_shared_stages, "num_classes": num_classes,
             "image_shape": list(image_shape), **model_stats(model, image_shape, xla=xla)}

@@ -14,12 +14,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import jax.numpy as jnp
 import ml_collections
-import numpy as np
 
-from ltx import config_lib, files, methods, trainer
-from ltx.outputs import Outputs
+from ltx import config_lib, files, methods
+from ltx.predictor import Predictor
 
 CONFIG_FILE = "config.json"
 FINAL_METRICS_FILE = "final_metrics.json"
@@ -59,21 +57,21 @@ def write_final_metrics(workdir: str, final: dict[str, Any]) -> None:
 
 
 def restore_run(workdir: str, step: int | None = None,
-                config: ml_collections.ConfigDict | None = None) -> trainer.Run:
-    """The `Run` of a single-run workdir (or one stage's directory) with its checkpoint in
-    `run.state`. A distilling run restores without its teacher (it is not needed to predict)."""
+                config: ml_collections.ConfigDict | None = None) -> Predictor:
+    """The `Predictor` of a single-run workdir (or one stage's directory) at checkpoint `step`
+    (default: the newest). A distilling run restores without its teacher (it is not needed to
+    predict)."""
     config = load_config(workdir) if config is None else config
     if config.get("stage_order"):
         raise ValueError(f"{workdir} holds a multi-stage run ({tuple(config.stage_order)}); "
                          "restore one stage's directory, or use final_predictor")
-    run = trainer.Run(config, workdir)
-    run.restore(step)
-    return run
+    return Predictor.restore(workdir, config, step)
 
 
 def restore_stages(workdir: str, config: ml_collections.ConfigDict | None = None,
-                   step: int | None = None) -> dict[str, trainer.Run]:
-    """{stage name: restored Run} of a multi-stage workdir; `step` applies to the last stage."""
+                   step: int | None = None) -> dict[str, Predictor]:
+    """{stage name: restored Predictor} of a multi-stage workdir; `step` applies to the last
+    stage."""
     config = load_config(workdir) if config is None else config
     staged = config_lib.stage_configs(config)
     runs = {}
@@ -83,53 +81,14 @@ def restore_stages(workdir: str, config: ml_collections.ConfigDict | None = None
     return runs
 
 
-class RunPredictor:
-    """The prediction interface of a finished workdir, here for one trained run.
-
-    Attributes:
-      config: the run's config (shot convention, bins, data, method).
-      dataset: the dataset it predicts (class counts, splits, input normalisation).
-      method: its `ltx.methods.Method` (name, experts, prior correction, evaluators).
-      step: the checkpoint step.
-      models: [(name, Linen module)] of the models it runs, for `ltx.stats`.
-    """
-
-    def __init__(self, run: trainer.Run):
-        self.run = run
-        self.config, self.dataset, self.method = run.config, run.dataset, run.method
-        self.step = int(run.state.step)
-        self.models = [("model", run.model)]
-
-    def predict(self, split="test") -> tuple[Outputs, np.ndarray, np.ndarray]:
-        """(outputs of host arrays, ensemble logits [N, C], labels [N]) on 'test', 'val' or a
-        `Split`."""
-        outputs, labels = self.run.predict(self.run.state, split)
-        return outputs, self.run.aggregate(self.run.state, outputs), labels
-
-    def predict_images(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(expert logits [E, N, C], ensemble logits [N, C]) of normalised inputs [N, H, W, C]."""
-        outputs = self.run.forward(self.run.state, inputs)
-        return np.asarray(outputs.logits), self.run.aggregate(self.run.state, outputs)
-
-    def correct_prior(self, logits: np.ndarray, prior) -> np.ndarray:
-        """Logits for a known test prior, or ValueError when the method has no correction."""
-        if self.method.correct_prior is None:
-            raise ValueError(f"method {self.method.name!r} has no test-prior correction")
-        return np.asarray(self.method.correct_prior(jnp.asarray(logits), prior), np.float32)
-
-    def extra_reports(self) -> dict[str, Any]:
-        """Method-specific sections for the evaluation report (none for a plain run)."""
-        return {}
-
-
 def final_predictor(workdir: str, step: int | None = None,
                     config: ml_collections.ConfigDict | None = None):
     """The predictor of a finished workdir (see the module docstring)."""
     config = load_config(workdir) if config is None else config
     if not config.get("stage_order"):
-        return RunPredictor(restore_run(workdir, step, config))
+        return restore_run(workdir, step, config)
     runs = restore_stages(workdir, config, step)
     build = methods.hook(config.method.name, "final_predictor")
     if build is not None:
         return build(config, runs)
-    return RunPredictor(runs[list(runs)[-1]])
+    return runs[list(runs)[-1]]

@@ -11,5 +11,5 @@ def tiny_workdir(tmp_path_factory):
     from ltx import trainer
 
     path = str(tmp_path_factory.mktemp("tiny") / "run")
-    trainer.Run(tiny_config(), path).train()
+    trainer.train_and_evaluate(tiny_config(), path)
     return path

@@ -5,7 +5,7 @@ import os
 import jax
 import numpy as np
 
-from ltx import config_lib
+from ltx import config_lib, parts as parts_lib, steps, trainer
 from ltx.outputs import Outputs
 
 CONFIG_DIR = os.path.join(os.path.dirname(__file__), os.pardir, "configs")
@@ -23,19 +23,51 @@ def tiny_config(name="digits_lt_balpoe", epochs=1, arg=""):
     return load_config(name, f"tiny=1,epochs={epochs}{extra}")
 
 
-def nan_loss_from_step(run, step):
-    """Makes `run`'s train step report a NaN loss from its `step`-th call on (parameters still
-    update), so that `run.train()` stops with `faults.Diverged` there."""
-    step_fn, calls = run.train_step, []
+def wrap_train_steps(monkeypatch, wrap):
+    """Makes every train step built from now on `wrap(step_fn)` (tests stop or spoil a run
+    mid-way through the trainer's own loop)."""
+    make_train_step = steps.make_train_step
+    monkeypatch.setattr(steps, "make_train_step",
+                        lambda *args, **kwargs: wrap(make_train_step(*args, **kwargs)))
 
-    def nan_from(state, batch, rng, teacher_variables):
-        state, metrics = step_fn(state, batch, rng, teacher_variables)
-        calls.append(1)
-        if len(calls) >= step:
-            metrics = dict(metrics, loss_sum=np.float32(np.nan))
-        return state, metrics
 
-    run.train_step = nan_from
+def nan_loss_from_step(monkeypatch, step):
+    """Makes the train steps built from now on report a NaN loss from their `step`-th call on
+    (parameters still update), so that training stops with `faults.Diverged` there."""
+    calls = []
+
+    def wrap(step_fn):
+        def nan_from(state, batch, rng, teacher_variables):
+            state, metrics = step_fn(state, batch, rng, teacher_variables)
+            calls.append(1)
+            if len(calls) >= step:
+                metrics = dict(metrics, loss_sum=np.float32(np.nan))
+            return state, metrics
+        return nan_from
+
+    wrap_train_steps(monkeypatch, wrap)
+
+
+def initial_state(config):
+    """A freshly initialised train state of `config` (a template to restore checkpoints into)."""
+    parts = parts_lib.build(config)
+    return trainer.initial_state(config, parts, parts_lib.make_plan(config, parts),
+                                 steps.make_mesh(), pretrained=False)
+
+
+def restore_state(workdir):
+    """The newest checkpoint of a single-run workdir as a whole train state (optimizer too)."""
+    from ltx import checkpointing, workdirs
+    checkpointer = checkpointing.Checkpointer(str(workdir), async_save=False)
+    try:
+        return checkpointer.restore(initial_state(workdirs.load_config(str(workdir))))[0]
+    finally:
+        checkpointer.close()
+
+
+def train(config, workdir):
+    """Trains `config` in `workdir`; (final metrics, `ltx.predictor.Predictor`)."""
+    return trainer.train_and_evaluate(config, str(workdir))
 
 
 def assert_trees_close(a, b, rtol, atol):

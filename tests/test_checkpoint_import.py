@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from helpers import CONFIG_DIR, load_config
-from ltx import checkpoint_import, config_lib, predict, report, stats, trainer
+from ltx import (checkpoint_import, config_lib, parts as parts_lib, predict, report, stats, steps,
+                 trainer)
 
 FIXTURES = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "shared", "fixtures",
                         "torch")
@@ -58,16 +59,17 @@ def official():
 def test_init_checkpoint_from_a_pth_starts_from_the_official_weights(tree, tmp_path):
     config = resnet10_config(tree)
     config.model.init_checkpoint = TORCHVISION
-    run = trainer.Run(config, str(tmp_path / "run"))
-    state = run.initial_state()
+    parts = parts_lib.build(config)
+    state = trainer.initial_state(config, parts, parts_lib.make_plan(config, parts),
+                                  steps.make_mesh())
     x, logits = official()
-    out = run.model.apply({"params": state.params, "batch_stats": state.batch_stats},
-                          jnp.asarray(x), train=False)
+    out = parts.model.apply({"params": state.params, "batch_stats": state.batch_stats},
+                            jnp.asarray(x), train=False)
     np.testing.assert_allclose(np.asarray(out)[0], logits, rtol=1e-5,
                                atol=1e-5 * np.abs(logits).max())
     # The first train step starts from those weights (its loss is that of the official model).
-    run.train()
-    assert int(run.state.step) == 1
+    _, trained = trainer.train_and_evaluate(config, str(tmp_path / "run"), parts=parts)
+    assert trained.step == 1
 
 
 def test_imported_workdir_evaluates_predicts_and_resumes(tree, tmp_path):
@@ -89,7 +91,7 @@ def test_imported_workdir_evaluates_predicts_and_resumes(tree, tmp_path):
     with pytest.raises(FileExistsError, match="already holds checkpoints"):
         checkpoint_import.import_checkpoint(TORCHVISION, config, workdir)
     # ltx-train with the same config fine-tunes the imported model: it resumes from step 0.
-    final = trainer.Run(config, workdir).train()
+    final, _ = trainer.train_and_evaluate(config, workdir)
     assert final["steps"] == 1
 
 

@@ -67,25 +67,24 @@ def _records(path):
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def test_train_resume_evaluate_predict_and_sweep_table_on_a_gs_workdir(bucket):
+def test_train_resume_evaluate_predict_and_sweep_table_on_a_gs_workdir(bucket, monkeypatch):
     from ltx import predict, report, sweep
 
     workdir = f"{BUCKET}/runs/balpoe"
     config = tiny_config(epochs=2)
     config.log_every_steps = 3
     # An interrupted first attempt: a NaN loss after the epoch-1 checkpoint (step 9 of 18).
-    run = trainer.Run(config, workdir)
-    nan_loss_from_step(run, 12)
-    with pytest.raises(faults.Diverged):
-        run.train()
+    with monkeypatch.context() as patched:
+        nan_loss_from_step(patched, 12)
+        with pytest.raises(faults.Diverged):
+            trainer.train_and_evaluate(config, workdir)
     local = bucket / "runs" / "balpoe"
     assert (local / "config.json").is_file() and (local / "checkpoints" / "9").is_dir()
     assert not (local / ".lock").exists()  # Released on the way out.
     assert [r["step"] for r in _records(local / "metrics.jsonl") if "loss" in r] == [3, 6, 9]
 
-    resumed = trainer.Run(config, workdir)
-    final = resumed.train()
-    assert int(resumed.state.step) == 18
+    final, resumed = trainer.train_and_evaluate(config, workdir)
+    assert resumed.step == 18
     # Every step logged once although the object was rewritten at each flush.
     assert [r["step"] for r in _records(local / "metrics.jsonl") if "loss" in r] == [
         3, 6, 9, 12, 15, 18]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from helpers import load_config
-from ltx import config_lib, trainer
+from ltx import config_lib, parts as parts_lib
 from ltx.convert import arrays, layouts
 
 FIXTURES = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "shared", "fixtures",
@@ -45,7 +45,7 @@ def config_model(name, arg, overrides, stage):
 def converted(case):
     name, arg, overrides, num_classes, stage, _ = CASES[case]
     config = config_model(name, arg, overrides, stage)
-    _, model = trainer.build_method_and_model(config, np.full(num_classes, 10))
+    _, model = parts_lib.build_method_and_model(config, np.full(num_classes, 10))
     x = fixture(case)["x_nhwc"]
     init = jax.device_get(model.init(jax.random.key(0, impl="rbg"), jnp.asarray(x[:1]),
                                      train=False))
@@ -74,7 +74,7 @@ def test_official_checkpoint_reproduces_the_official_logits(case):
 def test_a_checkpoint_of_other_widths_names_both_shapes():
     _, variables, _, state_dict = converted("ride_resnet32_c100_3experts")
     config = config_model("cifar100_lt_balpoe", "", {}, "")  # Full widths: 32/64, not 24/48.
-    _, model = trainer.build_method_and_model(config, np.full(100, 10))
+    _, model = parts_lib.build_method_and_model(config, np.full(100, 10))
     init = jax.device_get(model.init(jax.random.key(0, impl="rbg"), jnp.zeros((1, 32, 32, 3)),
                                      train=False))
     with pytest.raises(ValueError, match=r"backbone\.layer2s\.0\.0\.conv1\.weight.* \(3, 3, 16, "
@@ -85,7 +85,7 @@ def test_a_checkpoint_of_other_widths_names_both_shapes():
 def test_another_number_of_experts_is_named():
     _, _, _, state_dict = converted("ride_resnet32_c100_3experts")
     config = config_model("cifar100_lt_ride", "experts=4", {}, "experts")
-    _, model = trainer.build_method_and_model(config, np.full(100, 10))
+    _, model = parts_lib.build_method_and_model(config, np.full(100, 10))
     init = jax.device_get(model.init(jax.random.key(0, impl="rbg"), jnp.zeros((1, 32, 32, 3)),
                                      train=False))
     with pytest.raises(ValueError, match=r"experts \[0, 1, 2\].*the ltx model 4"):
@@ -96,7 +96,7 @@ def test_single_backbone_goes_into_every_expert_and_another_head_is_kept():
     """torchvision's ResNet-10 into a 3-expert BalPoE of 365 classes (Places-LT's init)."""
     _, _, _, state_dict = converted("torchvision_resnet10_in")
     config = config_model("imagenet_lt_balpoe", "arch=resnet10", {"head": "linear"}, "")
-    _, model = trainer.build_method_and_model(config, np.full(365, 10))
+    _, model = parts_lib.build_method_and_model(config, np.full(365, 10))
     init = jax.device_get(model.init(jax.random.key(0, impl="rbg"), jnp.zeros((1, 64, 64, 3)),
                                      train=False))
     with pytest.raises(ValueError, match="fc.weight"):
@@ -117,7 +117,7 @@ def test_ride_router_tensors_drive_the_cascade_router_as_the_official_code():
     `expert_help_pred_fc`) on the RIDE fixture's trunk, against the official router formula
     written in NumPy: fc([top-k of the running-mean logits, relu(hidden_i(f_i / |f_i|))])."""
     config = config_model("cifar100_lt_ride", "", {}, "router")
-    _, model = trainer.build_method_and_model(config, np.full(100, 10))
+    _, model = parts_lib.build_method_and_model(config, np.full(100, 10))
     data = fixture("ride_resnet32_c100_3experts")
     x = jnp.asarray(data["x_nhwc"])
     init = jax.device_get(model.init(jax.random.key(0, impl="rbg"), x[:1], train=False))
@@ -215,7 +215,7 @@ def test_every_torchvision_tensor_has_its_ltx_variable(arch, blocks, bottleneck,
         config = load_config("imagenet_lt_balpoe", f"arch={arch}")
         config.model.head = "linear"
         config.method.lambdas = (1.0, 0.0, -1.0)[:num_experts]
-        _, model = trainer.build_method_and_model(config, np.full(1000, 10))
+        _, model = parts_lib.build_method_and_model(config, np.full(1000, 10))
         target = jax.eval_shape(lambda: model.init(jax.random.key(0, impl="rbg"),
                                                    jnp.zeros((1, 64, 64, 3)), train=False))
         _, report = layouts.convert(state_dict, target)

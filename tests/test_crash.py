@@ -15,8 +15,8 @@ import jax
 import numpy as np
 import pytest
 
-from helpers import CONFIG_DIR
-from ltx import checkpointing, workdirs
+from helpers import CONFIG_DIR, restore_state
+from ltx import checkpointing
 
 pytestmark = pytest.mark.slow
 
@@ -72,8 +72,7 @@ def _run_with_kills(command, conditions, log_path):
 
 
 def _assert_same_run(workdir_a, workdir_b):
-    run_a, run_b = workdirs.restore_run(workdir_a), workdirs.restore_run(workdir_b)
-    state_a, state_b = run_a.restore(), run_b.restore()
+    state_a, state_b = restore_state(workdir_a), restore_state(workdir_b)
     for name in ("params", "batch_stats", "opt_state"):
         leaves_a = [np.asarray(x) for x in jax.tree.leaves(getattr(state_a, name))]
         leaves_b = [np.asarray(x) for x in jax.tree.leaves(getattr(state_b, name))]

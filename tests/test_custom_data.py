@@ -79,7 +79,7 @@ def test_the_custom_config_trains_and_evaluates(tree, tmp_path):
     config.batch_size = 8
     config.eval.batch_size = 4
     workdir = str(tmp_path / "run")
-    final = trainer.Run(config, workdir).train()
+    final, _ = trainer.train_and_evaluate(config, workdir)
     assert final["dataset"] == "list_files" and "val_top1_all" in final
     assert np.isfinite(final["nll"]) and 0.0 <= final["top1_all"] <= 100.0
     out = report.evaluate_workdir(workdir, pictures=False)

@@ -335,8 +335,7 @@ def test_cifar100_lt_trains_and_evaluates_from_a_prepared_tarball_offline(tmp_pa
     config.model.widths = (4, 8, 16)
     config.model.blocks_per_stage = 1
     config.checkpoint.async_save = False
-    run = trainer.Run(config, str(tmp_path / "run"))
-    final = run.train()
+    final, run = trainer.train_and_evaluate(config, str(tmp_path / "run"))
     # ratio 10 over 10 images per class: int(10 * 0.1 ** (i / 99)) per class.
     expected = sum(int(10 * 0.1 ** (i / 99)) for i in range(100))
     assert run.method.num_experts == 3 and len(run.dataset.train) == expected

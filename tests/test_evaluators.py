@@ -65,3 +65,34 @@ def test_config_check_names_bad_evals():
     message = str(err.value)
     assert "config.evals.shifted: evals.shifted.factors=(0.5,)" in message
     assert "config.evals.test_time_aggregation: test-time aggregation settings" in message
+
+
+def test_the_periodic_evaluation_equals_the_post_hoc_one_of_the_same_checkpoint(tmp_path):
+    """Training's evaluation at epoch 1 (metrics.jsonl 'val/...': digits-LT has a val split) and
+    the restored epoch-1 checkpoint's are the same numbers; the final metrics of training and
+    ltx-eval's 'uniform' evaluator of the last checkpoint agree too."""
+    import json
+
+    from ltx import trainer
+
+    config = tiny_config("digits_lt_sade", epochs=2)
+    config.eval.every_epochs = 1
+    config.checkpoint.every_epochs = 1
+    config.checkpoint.max_to_keep = 3
+    workdir = tmp_path / "run"
+    trainer.train_and_evaluate(config, str(workdir))
+    periodic = [json.loads(line) for line in open(workdir / "metrics.jsonl")
+                if '"val/top1_all"' in line]
+    assert len(periodic) == 1 and periodic[0]["step"] == 9  # 544 images / 64 a step.
+    post_hoc = workdirs.restore_run(str(workdir), step=9).evaluate("val")
+    keys = ("top1_all", "top1_many", "top1_medium", "top1_few", "nll", "ece", "mce", "brier",
+            "top1_expert0", "top1_expert2")
+    for key in keys:
+        assert periodic[0][f"val/{key}"] == pytest.approx(post_hoc[key], rel=1e-6, abs=1e-9), key
+    evaluated = report.evaluate_workdir(str(workdir), pictures=False)
+    final = json.load(open(workdir / "final_metrics.json"))
+    assert evaluated["meta"]["step"] == final["steps"] == 18
+    for key in keys:
+        assert final[key] == pytest.approx(evaluated["uniform"]["ensemble"][key], rel=1e-6,
+                                           abs=1e-9), key
+    assert periodic[0]["val/nll"] != pytest.approx(final["val_nll"])  # Two checkpoints.

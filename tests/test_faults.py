@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from helpers import CONFIG_DIR, nan_loss_from_step, tiny_config
+from helpers import CONFIG_DIR, initial_state, nan_loss_from_step, tiny_config
 from ltx import checkpointing, faults, files, trainer
 
 
@@ -120,27 +120,27 @@ def _steps_logged(workdir):
     return [r["step"] for r in _records(workdir) if "loss" in r]
 
 
-def test_divergence_stops_saves_nothing_and_the_run_resumes(tmp_path):
+def test_divergence_stops_saves_nothing_and_the_run_resumes(tmp_path, monkeypatch):
     """Non-finite metrics at step 12 (the epoch-1 checkpoint is at step 9 of 18): Diverged,
     step 9 stays the newest checkpoint, then a resume of the same workdir finishes with every
     step logged once and train_seconds counting both attempts."""
     config = tiny_config(epochs=2)
     config.log_every_steps = 2
     workdir = str(tmp_path / "run")
-    run = trainer.Run(config, workdir)
-    nan_loss_from_step(run, 12)
-    with pytest.raises(faults.Diverged, match=r"at step 12 \(last finite loss .* at step 11\)"):
-        run.train()
+    with monkeypatch.context() as patched:
+        nan_loss_from_step(patched, 12)
+        with pytest.raises(faults.Diverged,
+                           match=r"at step 12 \(last finite loss .* at step 11\)"):
+            trainer.train_and_evaluate(config, workdir)
     assert not os.path.exists(os.path.join(workdir, "final_metrics.json"))
     ckpt = checkpointing.Checkpointer(workdir)
     assert ckpt.all_steps() == [9]
-    seconds_at_9 = ckpt.restore(run.initial_state(pretrained=False))[2]["train_seconds"]
+    seconds_at_9 = ckpt.restore(initial_state(config))[2]["train_seconds"]
     ckpt.close()
     assert _steps_logged(workdir) == [2, 4, 6, 8, 10]  # Step 12 was not logged.
 
-    resumed = trainer.Run(config, workdir)
-    final = resumed.train()
-    assert int(resumed.state.step) == 18
+    final, resumed = trainer.train_and_evaluate(config, workdir)
+    assert resumed.step == 18
     assert _steps_logged(workdir) == [2, 4, 6, 8, 10, 12, 14, 16, 18]
     assert final["train_seconds"] > seconds_at_9 > 0
 
@@ -153,7 +153,7 @@ def test_a_resume_with_another_recipe_is_refused_unless_allowed(tiny_workdir, tm
     config.seed += 1
     config.optimizer.lr *= 2
     with pytest.raises(checkpointing.CheckpointMismatchError) as err:
-        trainer.Run(config, workdir).train()
+        trainer.train_and_evaluate(config, workdir)
     message = str(err.value)
     assert "recipe" in message and "optimizer.lr" in message and "seed" in message
     assert "allow_config_change=True" in message
@@ -163,7 +163,7 @@ def test_a_resume_with_another_recipe_is_refused_unless_allowed(tiny_workdir, tm
     with open(os.path.join(workdir, "checkpoints", str(steps), "meta", "metadata")) as f:
         seconds_saved = json.load(f)["train_seconds"]  # The first attempt's, at its last save.
     config.checkpoint.allow_config_change = True
-    final = trainer.Run(config, workdir).train()
+    final, _ = trainer.train_and_evaluate(config, workdir)
     saved = json.load(open(os.path.join(workdir, f"config.{steps}.json")))
     assert saved["seed"] == config.seed  # The new config is kept beside the first,
     assert json.load(open(os.path.join(workdir, "config.json")))["seed"] == config.seed - 1
@@ -177,10 +177,9 @@ def test_a_resume_with_another_recipe_is_refused_unless_allowed(tiny_workdir, tm
 
 def test_a_second_trainer_on_a_workdir_is_refused(tmp_path):
     workdir = str(tmp_path / "run")
-    run = trainer.Run(tiny_config(), workdir)
     with faults.WorkdirLock(workdir):
         with pytest.raises(faults.WorkdirBusy, match="is being trained by process"):
-            run.train()
+            trainer.train_and_evaluate(tiny_config(), workdir)
     assert sorted(os.listdir(workdir)) == [".lock"]
 
 

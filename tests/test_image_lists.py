@@ -331,9 +331,8 @@ def test_imagenet_lt_balpoe_config_trains_and_evaluates_over_the_tree(tree, tmp_
     config.batch_size = 4
     config.eval.batch_size = 4
     config.checkpoint.async_save = False
-    run = trainer.Run(config, str(tmp_path / "run"))
-    final = run.train()
-    assert run.model.num_experts == 3 and int(run.state.step) == 2  # ceil(7 / 4)
+    final, run = trainer.train_and_evaluate(config, str(tmp_path / "run"))
+    assert run.model.num_experts == 3 and run.step == 2  # ceil(7 / 4)
     assert run.dataset.image_shape == (32, 32, 3) and run.dataset.num_classes == 1000
     with open(tmp_path / "run" / "final_metrics.json") as f:
         assert json.load(f)["dataset"] == "imagenet_lt"
@@ -341,7 +340,7 @@ def test_imagenet_lt_balpoe_config_trains_and_evaluates_over_the_tree(tree, tmp_
     # The shipped test-agnostic lists replace the subsets cut from the test split.
     from ltx import report as evaluate
 
-    report = evaluate.evaluate_workdir(str(tmp_path / "run"), run=run, pictures=False)
+    report = evaluate.evaluate_workdir(str(tmp_path / "run"), predictor=run, pictures=False)
     assert list(report["distributions"]) == ["forward-2"]
     assert report["distributions"]["forward-2"]["num_images"] == 2
     assert report["meta"]["shifted_test_lists"] == str(tree / "lists")

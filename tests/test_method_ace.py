@@ -305,7 +305,7 @@ def test_digits_config_trains_end_to_end_with_the_mixup_tail(tmp_path):
     full = load_config("digits_lt_ace")
     assert full.schedule.decay_epochs == (43, 51) and full.mixup_epochs == -1
     assert load_config("digits_lt_ace", "mixup=0.3").mixup_epochs == 55  # 5 mixup-free epochs.
-    final = trainer.Run(config, str(tmp_path / "run")).train()
+    final, _ = trainer.train_and_evaluate(config, str(tmp_path / "run"))
     assert final["method"] == "ace" and np.isfinite(final["nll"])
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from helpers import load_config, tiny_config
 
-from ltx import config_lib, methods, models, optim, stages, trainer
+from ltx import config_lib, methods, models, optim, parts as parts_lib, stages, steps, trainer
 from ltx.data import pipeline, splits
 from ltx.methods import cbe
 from ltx.methods.cbe import config as cbe_config
@@ -279,12 +279,17 @@ def test_imagenet_trainable_patterns_name_resnet10_blocks():
 def test_frozen_blocks_do_not_change_in_a_train_step(tmp_path):
     config = tiny_config("digits_lt_cbe")
     _, medium, _ = config_lib.stage_configs(config)[2]
-    run = trainer.Run(medium, str(tmp_path))
-    assert run.dataset.num_classes == 7  # Six medium classes and the reject class.
-    state = run.initial_state(pretrained=False)
+    parts = parts_lib.build(medium)
+    assert parts.dataset.num_classes == 7  # Six medium classes and the reject class.
+    plan, mesh = parts_lib.make_plan(medium, parts), steps.make_mesh()
+    state = trainer.initial_state(medium, parts, plan, mesh, pretrained=False)
     before = jax.device_get((state.params, state.batch_stats))
-    batch = run.train_batch(next(iter(pipeline.train_iterator(run.train_data()))))
-    state, _ = run.train_step(state, batch, run.step_rng, None)
+    feed, augment = trainer.make_feed(medium, parts.dataset, mesh)
+    train_step = steps.make_train_step(parts.model, parts.method, plan.tx, plan.learning_rate,
+                                       mesh, steps_per_epoch=plan.steps_per_epoch,
+                                       batch_augment=augment)
+    data = pipeline.train_iterator(trainer.train_data(medium, parts.dataset, plan.epochs))
+    state, _ = train_step(state, feed(next(iter(data))), parts_lib.step_key(medium), None)
     after = jax.device_get((state.params, state.batch_stats))
     pattern = medium.optimizer.trainable
     changed = {}

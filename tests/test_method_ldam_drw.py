@@ -49,5 +49,5 @@ def test_focal_and_sade_use_their_losses():
 def test_ldam_drw_digits_config_trains_through_the_drw_switch(tmp_path):
     config = tiny_config("digits_lt_ldam_drw", epochs=3)
     assert config.method.drw_epoch == 2
-    final = trainer.Run(config, str(tmp_path / "run")).train()
+    final, _ = trainer.train_and_evaluate(config, str(tmp_path / "run"))
     assert final["method"] == "ldam_drw" and np.isfinite(final["nll"])

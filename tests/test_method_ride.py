@@ -12,7 +12,7 @@ import pytest
 from helpers import random_outputs as _outputs
 from helpers import load_config, tiny_config
 
-from ltx import config_lib, losses, methods, models, optim, stages, trainer
+from ltx import config_lib, losses, methods, models, optim, stages, steps, workdirs
 from ltx.methods.ride import cascade as ride_cascade
 from ltx.methods.ride import config as ride_config
 from ltx.methods.ride import loss as ride_losses
@@ -85,10 +85,10 @@ def test_router_stage_trains_only_the_router_and_keeps_batchnorm_statistics():
         granularity="epoch")), base_lr=0.1, num_epochs=1, steps_per_epoch=1)
     opt = config_lib.base_config().optimizer
     tx = optim.make_optimizer(opt, lr, trainable=method.trainable)
-    mesh = trainer.make_mesh()
-    state = trainer.create_train_state(jax.random.key(0, impl="rbg"), model, tx, (8, 8, 1), mesh)
+    mesh = steps.make_mesh()
+    state = steps.create_train_state(jax.random.key(0, impl="rbg"), model, tx, (8, 8, 1), mesh)
     before = jax.device_get(state)
-    step = trainer.make_train_step(model, method, tx, lr, mesh)
+    step = steps.make_train_step(model, method, tx, lr, mesh)
     rng = np.random.default_rng(0)
     batch = {"image": rng.normal(size=(16, 8, 8, 1)).astype(np.float32),
              "label": rng.integers(0, 10, 16).astype(np.int32)}
@@ -146,7 +146,7 @@ def test_ride_stages_end_to_end_report_cascade_costs_and_resume(tmp_path):
     for group in ("many", "medium", "few"):
         assert 1.0 <= final[f"avg_experts_{group}"] <= 3.0
     assert sum(final[f"frac_experts_{k}"] for k in (1, 2, 3)) == pytest.approx(1.0)
-    run = trainer.Run(config_lib.stage_configs(config)[-1][1], os.path.join(workdir, "router"))
+    run = workdirs.restore_run(os.path.join(workdir, "router"))
     from ltx.methods import ride
     trunk, branch = ride.expert_flops(run.config.model, run.dataset.num_classes,
                                       run.dataset.image_shape)

@@ -15,8 +15,7 @@ import jax
 import numpy as np
 import pytest
 
-from helpers import CONFIG_DIR
-from ltx import workdirs
+from helpers import CONFIG_DIR, restore_state
 
 pytestmark = pytest.mark.slow
 
@@ -110,8 +109,7 @@ def test_two_processes_match_one_process_through_a_preemption_and_a_kill(tmp_pat
              if '"loss"' in line]
     assert steps == sorted(set(steps)) and steps[-1] == 36
 
-    state_single = workdirs.restore_run(single).restore()
-    state_multi = workdirs.restore_run(multi).restore()
+    state_single, state_multi = restore_state(single), restore_state(multi)
     assert int(state_single.step) == int(state_multi.step) == 36
     largest = 0.0
     for name in ("params", "batch_stats"):

@@ -36,8 +36,7 @@ def test_probabilities_sum_to_one_and_match_run_evaluate(predictor, test_images)
     probs = predictor.predict_proba(images)
     assert probs.shape == (40, 10)
     np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
-    run = predictor.predictor.run
-    expert_logits = run.predict(run.state, "test")[0].logits
+    expert_logits = predictor.predictor.outputs("test")[0].logits
     mine_experts, mine = predictor.logits(images)
     np.testing.assert_allclose(mine_experts, expert_logits[:, :40], rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(mine, expert_logits[:, :40].mean(0), rtol=1e-4, atol=1e-4)

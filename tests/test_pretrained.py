@@ -7,8 +7,15 @@ import pytest
 
 from helpers import tiny_config
 
-from ltx import checkpointing, trainer
+from ltx import checkpointing, config_check, parts as parts_lib, steps, trainer
 from ltx.models.multi_expert import MultiExpertResNet
+
+
+def _initial_state(config):
+    """`config`'s initial train state with `model.init_checkpoint` loaded into it."""
+    parts = parts_lib.build(config)
+    return trainer.initial_state(config, parts, parts_lib.make_plan(config, parts),
+                                 steps.make_mesh())
 
 
 def _variables(model):
@@ -62,13 +69,12 @@ def test_an_unrelated_checkpoint_is_rejected():
 
 def test_run_starts_from_a_previous_run(tmp_path):
     config = tiny_config("digits_lt_ce", epochs=1)
-    first = trainer.Run(config, str(tmp_path / "ce"))
-    first.train()
+    _, first = trainer.train_and_evaluate(config, str(tmp_path / "ce"))
 
     second_config = tiny_config("digits_lt_balpoe", epochs=1)
     second_config.model.init_checkpoint = str(tmp_path / "ce")
-    state = trainer.Run(second_config, str(tmp_path / "balpoe")).initial_state()
-    trained = jax.device_get(first.state.params)
+    state = _initial_state(second_config)
+    trained = jax.device_get(first.variables["params"])
     np.testing.assert_array_equal(state.params["stem"]["conv"]["kernel"],
                                   trained["stem"]["conv"]["kernel"])
     for k in range(3):
@@ -78,8 +84,8 @@ def test_run_starts_from_a_previous_run(tmp_path):
 
     second_config.model.init_checkpoint = str(tmp_path / "missing")
     with pytest.raises(ValueError, match="config.model.init_checkpoint=.*missing"):
-        trainer.Run(second_config, str(tmp_path / "other"))  # Before any model is built.
+        config_check.check(second_config)  # Before any model is built.
     (tmp_path / "empty").mkdir()
     second_config.model.init_checkpoint = str(tmp_path / "empty")
     with pytest.raises(FileNotFoundError, match="holds no ltx checkpoint"):
-        trainer.Run(second_config, str(tmp_path / "other")).initial_state()
+        _initial_state(second_config)

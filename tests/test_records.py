@@ -121,10 +121,10 @@ def test_training_and_evaluation_read_the_records(tree, tmp_path):
     with config.unlocked():
         config.data.root = ""  # Not needed: every split comes from the records.
     config_check.check(config)
-    run = trainer.Run(config, str(tmp_path / "run"))
-    final = run.train()
+    final, predictor = trainer.train_and_evaluate(config, str(tmp_path / "run"))
     assert np.isfinite(final["nll"]) and final["dataset"] == "imagenet_lt"
-    evaluated = report.evaluate_workdir(str(tmp_path / "run"), run=run, pictures=False)
+    evaluated = report.evaluate_workdir(str(tmp_path / "run"), predictor=predictor,
+                                         pictures=False)
     assert list(evaluated["distributions"]) == ["forward-2"]
     assert evaluated["distributions"]["forward-2"]["num_images"] == 3
 

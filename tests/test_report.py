@@ -66,7 +66,7 @@ def run(workdir):
 
 
 def test_uniform_numbers_equal_run_evaluate(run, report):
-    direct = run.evaluate(run.state, "test")
+    direct = run.evaluate("test")
     for key in ("top1_all", "top1_few", "nll", "ece", "top1_expert1"):
         np.testing.assert_allclose(report["uniform"]["ensemble"][key], direct[key], rtol=1e-5)
     np.testing.assert_allclose(report["uniform"]["experts"][1]["top1_all"],
@@ -106,7 +106,7 @@ def test_subsets_are_seeded_and_class_pure():
 
 
 def test_corrected_accuracy_equals_adding_log_prior_by_hand(run, report):
-    outputs, labels = run.predict(run.state, "test")
+    outputs, labels = run.outputs("test")
     expert_logits = outputs.logits
     logits = expert_logits.mean(0)
     idx = evaluate.shifted_test_sets(labels, 10)["backward-10"]

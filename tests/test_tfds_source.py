@@ -101,7 +101,7 @@ with config.unlocked():
     config.schedule.decay_epochs = ()
     config.data.source = "tfds"
     config.data.tfds_data_dir = {DATA_DIR!r}
-final = trainer.Run(config, {str(tmp_path / 'run')!r}).train()
+final, _ = trainer.train_and_evaluate(config, {str(tmp_path / 'run')!r})
 assert final["dataset"] == "cifar100_lt", final
 loaded = sorted(m for m in sys.modules if m == "tensorflow" or m.startswith("tensorflow."))
 print("TENSORFLOW_MODULES", loaded)
@@ -158,10 +158,9 @@ def test_imagenet_lt_from_tfds_trains_evaluates_with_the_shifted_lists_and_predi
 
     config = _imagenet_config(tmp_path, list_dir=LISTS)
     workdir = str(tmp_path / "run")
-    run = trainer.Run(config, workdir)
-    final = run.train()
+    final, run = trainer.train_and_evaluate(config, workdir)
     assert final["dataset"] == "imagenet_lt" and np.isfinite(final["nll"])
-    evaluated = report.evaluate_workdir(workdir, run=run, pictures=False)
+    evaluated = report.evaluate_workdir(workdir, predictor=run, pictures=False)
     assert list(evaluated["distributions"]) == ["forward-2", "uniform", "backward-2"]
     assert evaluated["distributions"]["uniform"]["num_images"] == 40
     assert evaluated["meta"]["shifted_test_lists"] == LISTS

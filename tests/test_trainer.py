@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from helpers import CONFIG_DIR, assert_trees_close, load_config
+from helpers import (CONFIG_DIR, assert_trees_close, load_config, restore_state,
+                     wrap_train_steps)
 from helpers import tiny_config as tiny
 
-from ltx import checkpointing, methods, models, optim, trainer
+from ltx import checkpointing, methods, models, optim, parts as parts_lib, steps, trainer
 from ltx.data import device_augment, digits, splits
 
 
@@ -58,10 +59,10 @@ def test_train_step_on_four_devices_equals_one_device(on_device):
 
     results = []
     for devices in (jax.devices()[:1], jax.devices()[:4]):
-        mesh = trainer.make_mesh(devices)
-        state = trainer.create_train_state(jax.random.key(0, impl="rbg"), model, tx, (8, 8, 1),
+        mesh = steps.make_mesh(devices)
+        state = steps.create_train_state(jax.random.key(0, impl="rbg"), model, tx, (8, 8, 1),
                                            mesh)
-        step = trainer.make_train_step(model, method, tx, lr, mesh, mixup_alpha=0.4,
+        step = steps.make_train_step(model, method, tx, lr, mesh, mixup_alpha=0.4,
                                        batch_augment=augment)
         data_sharding = NamedSharding(mesh, P("data"))
         images = jax.device_put(source, NamedSharding(mesh, P()))
@@ -81,8 +82,8 @@ def test_train_step_on_four_devices_equals_one_device(on_device):
     assert_trees_close(state1.params, state4.params, rtol=1e-4, atol=1e-6)
     assert_trees_close(state1.batch_stats, state4.batch_stats, rtol=1e-4, atol=1e-6)
     # The steps did move the parameters: a step that did nothing would also "agree".
-    initial = jax.device_get(trainer.create_train_state(
-        jax.random.key(0, impl="rbg"), model, tx, (8, 8, 1), trainer.make_mesh()))
+    initial = jax.device_get(steps.create_train_state(
+        jax.random.key(0, impl="rbg"), model, tx, (8, 8, 1), steps.make_mesh()))
     moved = np.abs(np.asarray(state1.params["stem"]["conv"]["kernel"])
                    - np.asarray(initial.params["stem"]["conv"]["kernel"])).max()
     assert moved > 1e-3
@@ -93,39 +94,41 @@ class _Interrupt(Exception):
 
 
 @pytest.mark.parametrize("on_device", [False, True])
-def test_resume_after_a_stop_gives_the_uninterrupted_state(tmp_path, on_device):
+def test_resume_after_a_stop_gives_the_uninterrupted_state(tmp_path, on_device, monkeypatch):
     config = tiny_config(epochs=2)
     config.data.augment.on_device = on_device  # Host pipeline, or augmentation in the step.
-    straight = trainer.Run(config, str(tmp_path / "straight"))
-    assert ("index" in straight.train_data()[0]) == on_device
-    final_straight = straight.train()
+    parts = parts_lib.build(config)
+    first = trainer.train_data(config, parts.dataset, parts_lib.make_plan(config, parts).epochs)
+    assert ("index" in first[0]) == on_device
+    final_straight, _ = trainer.train_and_evaluate(config, str(tmp_path / "straight"))
 
-    interrupted = trainer.Run(config, str(tmp_path / "resumed"))
-    step_fn, calls = interrupted.train_step, []
+    calls = []
 
-    def stop_after_12(state, batch, rng, teacher_variables):
-        # 544 images / 64: 9 steps per epoch, the ninth of 32 images; the epoch-1 checkpoint is
-        # at step 9 and the stop mid-way through the second epoch, so the iterator position
-        # must be restored.
-        if len(calls) == 12:
-            raise _Interrupt()
-        calls.append(1)
-        return step_fn(state, batch, rng, teacher_variables)
+    def stop_after_12(step_fn):
+        def step(state, batch, rng, teacher_variables):
+            # 544 images / 64: 9 steps per epoch, the ninth of 32 images; the epoch-1
+            # checkpoint is at step 9 and the stop mid-way through the second epoch, so the
+            # iterator position must be restored.
+            if len(calls) == 12:
+                raise _Interrupt()
+            calls.append(1)
+            return step_fn(state, batch, rng, teacher_variables)
+        return step
 
-    interrupted.train_step = stop_after_12
-    with pytest.raises(_Interrupt):
-        interrupted.train()
+    with monkeypatch.context() as patched:
+        wrap_train_steps(patched, stop_after_12)
+        with pytest.raises(_Interrupt):
+            trainer.train_and_evaluate(config, str(tmp_path / "resumed"))
     ckpt = checkpointing.Checkpointer(str(tmp_path / "resumed"))
     assert ckpt.latest_step() == 9
     ckpt.close()
 
-    resumed = trainer.Run(config, str(tmp_path / "resumed"))
-    final_resumed = resumed.train()
-    assert int(resumed.state.step) == int(straight.state.step) == 18
-    assert_trees_close(resumed.state.params, straight.state.params, rtol=1e-6, atol=1e-7)
-    assert_trees_close(resumed.state.batch_stats, straight.state.batch_stats, rtol=1e-6,
-                       atol=1e-7)
-    assert_trees_close(resumed.state.opt_state, straight.state.opt_state, rtol=1e-6, atol=1e-7)
+    final_resumed, _ = trainer.train_and_evaluate(config, str(tmp_path / "resumed"))
+    straight, resumed = restore_state(tmp_path / "straight"), restore_state(tmp_path / "resumed")
+    assert int(resumed.step) == int(straight.step) == 18
+    assert_trees_close(resumed.params, straight.params, rtol=1e-6, atol=1e-7)
+    assert_trees_close(resumed.batch_stats, straight.batch_stats, rtol=1e-6, atol=1e-7)
+    assert_trees_close(resumed.opt_state, straight.opt_state, rtol=1e-6, atol=1e-7)
     for key in ("top1_all", "top1_many", "top1_medium", "top1_few", "nll", "ece"):
         np.testing.assert_allclose(final_resumed[key], final_straight[key], rtol=1e-5)
 
@@ -133,7 +136,7 @@ def test_resume_after_a_stop_gives_the_uninterrupted_state(tmp_path, on_device):
 def test_resuming_with_another_model_fails_clearly_and_keeps_the_run(tmp_path):
     workdir = str(tmp_path / "run")
     config = tiny_config(epochs=1)
-    trainer.Run(config, workdir).train()
+    trainer.train_and_evaluate(config, workdir)
     before = {name: os.path.getmtime(os.path.join(workdir, name))
               for name in ("config.json", "final_metrics.json")}
     checkpoints_before = sorted(os.listdir(os.path.join(workdir, "checkpoints")))
@@ -141,7 +144,7 @@ def test_resuming_with_another_model_fails_clearly_and_keeps_the_run(tmp_path):
     other = tiny_config(epochs=1)
     other.model.widths = (8, 16, 32)
     with pytest.raises(checkpointing.CheckpointMismatchError, match=r"widths|model"):
-        trainer.Run(other, workdir).train()
+        trainer.train_and_evaluate(other, workdir)
     assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == checkpoints_before
     assert {name: os.path.getmtime(os.path.join(workdir, name)) for name in before} == before
 
@@ -155,7 +158,7 @@ def test_bad_config_values_are_named(field, value, expected, tmp_path):
     config = tiny_config()
     setattr(config, field, value)
     with pytest.raises(ValueError, match=expected):
-        trainer.Run(config, str(tmp_path))
+        trainer.train_and_evaluate(config, str(tmp_path))
     assert not os.listdir(tmp_path)
 
 
@@ -163,7 +166,7 @@ def test_short_digits_run_learns_and_writes_final_metrics(tmp_path):
     config = load_config("digits_lt_balpoe", "epochs=12")
     config.model.blocks_per_stage = 2
     workdir = str(tmp_path / "run")
-    trainer.Run(config, workdir).train()
+    trainer.train_and_evaluate(config, workdir)
 
     with open(os.path.join(workdir, "final_metrics.json")) as f:
         final = json.load(f)
@@ -210,16 +213,16 @@ def test_mixup_stops_at_mixup_epochs():
     lr = optim.learning_rate_schedule(config.schedule, base_lr=0.1, num_epochs=4,
                                       steps_per_epoch=1)
     tx = optim.make_optimizer(config.optimizer, lr)
-    mesh = trainer.make_mesh(jax.devices()[:1])
+    mesh = steps.make_mesh(jax.devices()[:1])
     rng = np.random.default_rng(0)
     batch = {"image": rng.normal(size=(16, 8, 8, 1)).astype(np.float32),
              "label": rng.integers(0, 10, 16).astype(np.int32)}
     losses = {}
     for name, kwargs in {"until2": dict(mixup_alpha=0.4, mixup_epochs=2),
                          "always": dict(mixup_alpha=0.4), "never": {}}.items():
-        step = trainer.make_train_step(model, method, tx, lr, mesh, steps_per_epoch=1, **kwargs)
+        step = steps.make_train_step(model, method, tx, lr, mesh, steps_per_epoch=1, **kwargs)
         for at in (1, 2):
-            state = trainer.create_train_state(jax.random.key(0, impl="rbg"), model, tx,
+            state = steps.create_train_state(jax.random.key(0, impl="rbg"), model, tx,
                                                (8, 8, 1), mesh)
             state = state.replace(step=jax.numpy.asarray(at, jax.numpy.int32))
             _, metrics = step(state, batch, jax.random.key(1), None)
@@ -239,8 +242,8 @@ def test_cifar100_lt_epochs_and_learning_rate_fall_on_the_official_steps(tmp_pat
     assert counts.sum() == 10_847
     split = splits.Split(None, np.arange(10_847), np.repeat(np.arange(100), counts))
     dataset = types.SimpleNamespace(train=split, class_counts=counts)
-    method, model = trainer.build_method_and_model(config, counts)
-    run = trainer.Run(config, str(tmp_path), parts=trainer.Parts(dataset, method, model))
+    method, model = parts_lib.build_method_and_model(config, counts)
+    run = parts_lib.make_plan(config, parts_lib.Parts(dataset, method, model))
     assert run.steps_per_epoch == 85 and run.total_steps == 17_000
 
     def official_lr(step):
@@ -252,13 +255,13 @@ def test_cifar100_lt_epochs_and_learning_rate_fall_on_the_official_steps(tmp_pat
     for step in (0, 84, 85, 424, 425, 13_599, 13_600, 15_299, 15_300, 16_999):
         np.testing.assert_allclose(float(run.learning_rate(step)), official_lr(step), rtol=1e-6,
                                    err_msg=f"step {step}")
-    assert int(trainer.epoch_of(13_599, run.steps_per_epoch)) == 159
-    assert int(trainer.epoch_of(13_600, run.steps_per_epoch)) == 160
+    assert int(steps.epoch_of(13_599, run.steps_per_epoch)) == 159
+    assert int(steps.epoch_of(13_600, run.steps_per_epoch)) == 160
     # The DRW switch: the loss changes between the two steps' epochs only.
     rng = np.random.default_rng(0)
     outputs = methods.Outputs(rng.normal(size=(1, 32, 100)).astype(np.float32) * 10)
     labels = rng.integers(0, 100, 32)
-    before, after = (float(method.loss(outputs, labels, trainer.epoch_of(s, 85)))
+    before, after = (float(method.loss(outputs, labels, steps.epoch_of(s, 85)))
                      for s in (13_599, 13_600))
     assert before == float(method.loss(outputs, labels, 0)) and abs(after - before) > 1e-3
 
@@ -278,12 +281,12 @@ def test_a_padded_masked_batch_trains_as_the_smaller_batch_alone():
     images = rng.normal(size=(16, 8, 8, 1)).astype(np.float32)
     images[11:] = 50.0  # Padding that would move every statistic if it counted.
     labels = rng.integers(0, 10, 16).astype(np.int32)
-    mesh = trainer.make_mesh(jax.devices()[:1])
-    step = trainer.make_train_step(model, method, tx, lr, mesh)
+    mesh = steps.make_mesh(jax.devices()[:1])
+    step = steps.make_train_step(model, method, tx, lr, mesh)
     results = []
     for batch in ({"image": images, "label": labels, "mask": np.arange(16) < 11},
                   {"image": images[:11], "label": labels[:11]}):
-        state = trainer.create_train_state(jax.random.key(0, impl="rbg"), model, tx, (8, 8, 1),
+        state = steps.create_train_state(jax.random.key(0, impl="rbg"), model, tx, (8, 8, 1),
                                            mesh)
         state, metrics = step(state, batch, jax.random.key(1), None)
         results.append((jax.device_get(state), jax.device_get(metrics)))
@@ -296,7 +299,7 @@ def test_a_padded_masked_batch_trains_as_the_smaller_batch_alone():
     assert_trees_close(padded.batch_stats, alone.batch_stats, rtol=1e-5, atol=2e-6)
     assert_trees_close(padded.opt_state, alone.opt_state, rtol=1e-5, atol=2e-6)
     # The padding would count without the mask: the comparison above can fail.
-    state = trainer.create_train_state(jax.random.key(0, impl="rbg"), model, tx, (8, 8, 1), mesh)
+    state = steps.create_train_state(jax.random.key(0, impl="rbg"), model, tx, (8, 8, 1), mesh)
     unmasked, _ = step(state, {"image": images, "label": labels}, jax.random.key(1), None)
     unmasked = jax.device_get(unmasked)
     stem_var = lambda s: np.asarray(s.batch_stats["stem"]["bn"]["var"])  # noqa: E731

@@ -23,11 +23,11 @@ defines, by these names:
   that end a multi-stage config after its last stage, named in `config.finish`;
 - `final_predictor(config, stage_runs)` (optional): the predictor of a finished multi-stage
   workdir when it is not its last stage's model (the fused class-balanced experts); it has the
-  `ltx.workdirs.RunPredictor` interface.
+  `ltx.predictor.Predictor` interface.
 
-`stage_runs` maps stage names to finished runs (`config`, `dataset`, `method`, `state`,
-`predict(state, split)`, `aggregate(state, outputs)`). An eleventh method is one home plus one
-line in `_REGISTRY` (or `register(...)` from user code). A home's own evaluators (report parts,
+`stage_runs` maps stage names to their trained models (`ltx.predictor.Predictor`: `config`,
+`dataset`, `method`, `step`, `outputs(split)`, `predict(split)`, `forward(images)`). An eleventh
+method is one home plus one line in `_REGISTRY` (or `register(...)` from user code). A home's own evaluators (report parts,
 `ltx.evaluators`) are one line in `_EVALUATORS` (or `register_evaluator(...)`).
 """
 

@@ -138,22 +138,16 @@ def format_fusion_table(reports: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def _state(run):
-    if getattr(run, "state", None) is None:
-        run.restore()
-    return run.state
-
-
 def _local(logits, dataset) -> np.ndarray:
     """An expert's local logits [N, K + 1]; outlier-exposure experts: the first K columns."""
     logits = np.asarray(logits, np.float32)
     return logits if dataset.reject else logits[:, :len(dataset.expert_classes)]
 
 
-def _local_logits(run, split) -> np.ndarray:
+def _local_logits(predictor, split) -> np.ndarray:
     """The expert's logits [N, K + 1] on a (global) split; OE experts: the first K columns."""
-    outputs, _ = run.predict(_state(run), split)
-    return _local(outputs.logits[0], run.dataset)
+    outputs, _ = predictor.outputs(split)
+    return _local(outputs.logits[0], predictor.dataset)
 
 
 def _check_stages(config, runs: dict) -> dict[str, Any]:
@@ -208,9 +202,8 @@ def _all_reports(config, runs: dict, setup: dict) -> tuple[dict, str]:
         reject=setup["reject"], open_ratios=setup["open_ratios"], cfg=cfg, expert_val=expert_val,
         val_labels=None if dataset.val is None else np.asarray(dataset.val.labels),
         shot_convention=convention, num_bins=num_bins)
-    state = _state(base)
     for split in reports:
-        outputs, labels = base.predict(state, split)
+        outputs, labels = base.outputs(split)
         reports[split] = {"baseline": evaluation.metric_report(
             outputs.logits, outputs.logits[0], labels, counts, shot_convention=convention,
             num_bins=num_bins), **reports[split]}
@@ -253,7 +246,7 @@ def fuse_stages(config, workdir: str, runs: dict) -> dict[str, Any]:
         "seed": config.seed, "dataset": dataset.name, "method": config.method.name,
         "fusion": default, "fit_split": fit_split, "num_experts": len(names),
         "shot_convention": config.eval.shot_convention, "epochs": config.num_epochs,
-        "steps": sum(int(_state(runs[n]).step) for n in ("baseline",) + names)})
+        "steps": sum(runs[n].step for n in ("baseline",) + names)})
     return final
 
 
@@ -264,7 +257,7 @@ def _not_trainable(outputs, labels, epoch):
 
 class FusedPredictor:
     """The fused class-balanced experts of a finished workdir, with the
-    `ltx.workdirs.RunPredictor` interface (what `ltx-eval` and `ltx-predict` use).
+    `ltx.predictor.Predictor` interface (what `ltx-eval` and `ltx-predict` use).
 
     The prediction is `config.method.fusion`'s. Stacking and joint calibration are fitted on the
     val split as in the run, so the test numbers equal the run's; without a val split the test
@@ -284,7 +277,7 @@ class FusedPredictor:
         names = self._setup["names"]
         self.method = base_method.Method(name=config.method.name, num_experts=len(names),
                                          loss=_not_trainable)
-        self.step = sum(int(_state(runs[n]).step) for n in ("baseline",) + names)
+        self.step = sum(runs[n].step for n in ("baseline",) + names)
         self.models = [(n, runs[n].model) for n in names]
         self._fitted = None
 
@@ -332,8 +325,8 @@ class FusedPredictor:
         inputs [N, H, W, C]."""
         local = []
         for n in self._setup["names"]:
-            run = self._runs[n]
-            local.append(_local(run.forward(_state(run), inputs).logits[0], run.dataset))
+            expert = self._runs[n]
+            local.append(_local(expert.forward(inputs).logits[0], expert.dataset))
         labels = np.zeros(inputs.shape[0], np.int64)  # Only the oracle reads them.
         return self._fuse(local, labels, cross_fit=False)
 

@@ -1,0 +1,219 @@
+"""The pure builders of training: the train state, the mesh, the train and eval steps.
+
+The train step is a plain `jax.jit` function over a one-axis mesh of every device: the batch is
+sharded on 'data', the state is replicated and donated. Nothing in the step knows how many devices
+or hosts there are; BatchNorm statistics are therefore over the global batch (synchronised BN),
+whereas the PyTorch references compute them per GPU under DataParallel (on one GPU, as for their
+CIFAR runs, the two agree).
+
+The mesh uses `AxisType.Auto` (classic GSPMD propagation) rather than the explicit-axes default of
+`jax.make_mesh`: Flax Linen layers and the Mixup permutation are written for Auto semantics.
+Losses and metrics avoid gathers on sharded arrays anyway, so they also run under Explicit axes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from ltx import methods
+from ltx.data import device_augment, mixup as mixup_lib
+from ltx.outputs import model_outputs
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything that changes during training; a pytree, replicated over the mesh."""
+
+    step: jax.Array
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+
+
+def make_mesh(devices=None) -> jax.sharding.Mesh:
+    """A one-axis ('data',) mesh over `devices` (default: every device of every process)."""
+    devices = jax.devices() if devices is None else list(devices)
+    return jax.make_mesh((len(devices),), ("data",), axis_types=(jax.sharding.AxisType.Auto,),
+                         devices=devices)
+
+
+def make_to_global(mesh: jax.sharding.Mesh):
+    """Returns `fn(local_batch) -> global batch` sharded on the leading axis over 'data'."""
+    sharding = NamedSharding(mesh, P("data"))
+
+    def to_global(batch):
+        return jax.tree.map(
+            lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), batch)
+
+    return to_global
+
+
+def replicate(tree, sharding: NamedSharding):
+    """Host arrays (identical on every process) as global arrays with `sharding`."""
+    def put(x):
+        x = np.asarray(x)
+        return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+    return jax.tree.map(put, tree)
+
+
+def create_train_state(rng: jax.Array, model, tx: optax.GradientTransformation,
+                       image_shape, mesh: jax.sharding.Mesh) -> TrainState:
+    """Initialises parameters, BatchNorm statistics and optimizer state, replicated."""
+
+    def init(rng):
+        variables = model.init(rng, jnp.zeros((1,) + tuple(image_shape), jnp.float32),
+                               train=False)
+        params = variables["params"]
+        return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                          batch_stats=variables.get("batch_stats", {}),
+                          opt_state=tx.init(params))
+
+    return jax.jit(init, out_shardings=NamedSharding(mesh, P()))(rng)
+
+
+@dataclasses.dataclass(frozen=True)
+class Teacher:
+    """A trained model whose ensemble prediction a distilling method learns from.
+
+    `logits(variables, images) -> [B, C]` runs it in inference mode (BatchNorm running
+    statistics) and aggregates its outputs with its own method; `variables` ({'params',
+    'batch_stats'}, replicated) are an argument of the train step, so they are not baked into
+    the compiled program as constants.
+    """
+
+    model: Any
+    method: methods.Method
+    variables: Any
+
+    def logits(self, variables, images) -> jax.Array:
+        outputs = model_outputs(self.model.apply(variables, images, train=False))
+        return jax.lax.stop_gradient(self.method.aggregate(outputs, variables["params"]))
+
+    @classmethod
+    def from_predictor(cls, predictor) -> "Teacher":
+        """The teacher of a restored or just trained model (`ltx.predictor.Predictor`)."""
+        return cls(model=predictor.model, method=predictor.method,
+                   variables=predictor.variables)
+
+
+def epoch_of(step: jax.Array, steps_per_epoch: float) -> jax.Array:
+    """int32: the 0-indexed epoch of a 0-indexed step, as the references' per-epoch schedules
+    (DRW, Mixup's end, router switches) see it: floor(step / steps_per_epoch)."""
+    return jnp.floor(step / steps_per_epoch).astype(jnp.int32)
+
+
+def make_train_step(model, method: methods.Method, tx: optax.GradientTransformation,
+                    learning_rate: optax.Schedule, mesh: jax.sharding.Mesh, *,
+                    mixup_alpha: float = 0.0, mixup_epochs: float | None = None,
+                    steps_per_epoch: float = 1.0, teacher: Teacher | None = None,
+                    batch_augment: device_augment.BatchAugment | None = None):
+    """The jitted train step `(state, batch, rng, teacher_variables) -> (state, metrics)`.
+
+    `batch` is {'image': float [B, H, W, C], 'label': int [B]} sharded on 'data', with 'mask'
+    bool [B] when it may be padded (`data.last_batch='pad'`): padding rows then count in no loss,
+    metric or BatchNorm statistic, so the step is that of the smaller batch. With
+    `batch_augment` (augmentation on device) it is instead {'index': int [B] positions into
+    'source', the replicated uint8 training images [N, H, W, C], 'label', 'mask'}, each field
+    already laid out as it comes (`to_global` for the first, replicated 'source'); the step
+    gathers the images and augments them with a key of its own step. `rng` is the
+    run's base key; the step folds in its own step number, so a resumed run draws the same Mixup
+    coefficients as an uninterrupted one. Mixup is on for epochs < `mixup_epochs` (None: all;
+    a recipe may end with mixup-free epochs). `teacher_variables` are `teacher.variables` (None
+    without a teacher); the teacher sees the same (mixed) images as the student. Metrics are
+    sums over the global batch with a count.
+    """
+    if method.needs_teacher and teacher is None:
+        raise ValueError(f"method {method.name!r} distils from a teacher, but none was given "
+                         "(set config.teacher.workdir, or run it as a stage after its teacher)")
+
+    def step_fn(state: TrainState, batch, rng, teacher_variables):
+        rng = jax.random.fold_in(rng, state.step)
+        epoch = epoch_of(state.step, steps_per_epoch)
+        labels, mask = batch["label"], batch.get("mask")
+        if batch_augment is None:
+            images = batch["image"]
+        else:
+            images = batch_augment(jax.random.fold_in(rng, _AUGMENT_STREAM),
+                                   batch["source"][batch["index"]])
+        if mixup_alpha > 0:
+            mixed, labels_a, labels_b, lam = mixup_lib.mixup(rng, images, labels,
+                                                             alpha=mixup_alpha, mask=mask)
+            if mixup_epochs is not None:
+                # lam = 1 is the unmixed batch: one program for both phases.
+                on = epoch < mixup_epochs
+                mixed, lam = jnp.where(on, mixed, images), jnp.where(on, lam, 1.0)
+            images = mixed
+        teacher_logits = None if teacher is None else teacher.logits(teacher_variables, images)
+
+        def loss_fn(params):
+            raw, updates = model.apply({"params": params, "batch_stats": state.batch_stats},
+                                       images, train=True, mask=mask, mutable=["batch_stats"])
+            outputs = model_outputs(raw, teacher_logits, mask)
+            if mixup_alpha > 0:
+                loss = mixup_lib.mixup_loss(lambda y: method.loss(outputs, y, epoch), labels_a,
+                                            labels_b, lam)
+            else:
+                loss = method.loss(outputs, labels, epoch)
+            # A frozen model (RIDE's router stage) writes no statistics.
+            return loss, (outputs, updates.get("batch_stats", state.batch_stats))
+
+        (loss, (outputs, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state.params)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        hits = jnp.argmax(method.aggregate(outputs), -1) == labels
+        if mask is None:
+            count, correct = labels.shape[0], jnp.sum(hits)
+        else:
+            count, correct = jnp.sum(mask), jnp.sum(hits & mask)
+        metrics = {"loss_sum": loss * count, "correct": correct, "count": count,
+                   "lr": learning_rate(state.step), "grad_norm": optax.tree.norm(grads)}
+        new_state = TrainState(step=state.step + 1, params=params, batch_stats=batch_stats,
+                               opt_state=opt_state)
+        return new_state, metrics
+
+    replicated = NamedSharding(mesh, P())
+    # On device the batch mixes sharded and replicated fields: None keeps each one's layout.
+    batch_sharding = NamedSharding(mesh, P("data")) if batch_augment is None else None
+    return jax.jit(step_fn, in_shardings=(replicated, batch_sharding, replicated, replicated),
+                   out_shardings=(replicated, replicated), donate_argnums=(0,))
+
+
+# Folded into a step's key for its augmentation draws; Mixup uses the step's key itself.
+_AUGMENT_STREAM = 1
+
+
+def make_eval_step(model, mesh: jax.sharding.Mesh):
+    """The jitted eval step `(variables, batch) -> (outputs, mask, index)`.
+
+    `variables` are {'params', 'batch_stats'}; `outputs` is the model's return value in float32:
+    expert logits [E, B, C], or a dict with 'logits' and 'router' [B, K] for routed models.
+    Outputs are replicated so every host can read the whole batch back.
+    """
+
+    def step_fn(variables, batch):
+        outputs = model.apply(variables, batch["image"], train=False)
+        return jax.tree.map(lambda x: x.astype(jnp.float32), outputs), batch["mask"], \
+            batch["index"]
+
+    replicated = NamedSharding(mesh, P())
+    return jax.jit(step_fn, in_shardings=(replicated, NamedSharding(mesh, P("data"))),
+                   out_shardings=replicated)
+
+
+def with_variables(state: TrainState, params, batch_stats, tx: optax.GradientTransformation,
+                   mesh: jax.sharding.Mesh) -> TrainState:
+    """`state` with these host params and BatchNorm statistics (replicated over the mesh) and a
+    fresh optimizer state for them: a model loaded from elsewhere, ready to train."""
+    replicated = NamedSharding(mesh, P())
+    params, batch_stats = replicate((params, batch_stats), replicated)
+    opt_state = jax.jit(tx.init, out_shardings=replicated)(params)
+    return state.replace(params=params, batch_stats=batch_stats, opt_state=opt_state)
