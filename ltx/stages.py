@@ -33,8 +33,8 @@ from typing import Any
 import jax
 import ml_collections
 
-from ltx import (checkpointing, config_check, config_lib, evaluation, files, methods,
-                 parts as parts_lib, steps, trainer, workdirs)
+from ltx import (checkpointing, config_check, config_lib, evaluation, faults, files, methods,
+                 packed, parts as parts_lib, steps, trainer, workdirs)
 from ltx.predictor import Predictor
 
 
@@ -102,42 +102,110 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     config_check.check(config)
     if workdirs.is_finished(workdir):
         return _already_finished(workdir, config)
-    stages = config_lib.stage_configs(config)
-    if not stages:
-        return _train_one(config, workdir, None)[0]
-    finish = methods.finish_step(config)  # Checked before anything trains.
+    result, = _train_runs([(config, workdir)], pack=False)
+    return result
+
+
+def train_packed(config: ml_collections.ConfigDict, workdir: str
+                 ) -> dict[str, dict[str, Any] | faults.Diverged]:
+    """Trains the runs of `config.pack.seeds` (`ltx.packed`), each stage of them as one
+    program, in `<workdir>/seed<k>`; returns {run workdir: final metrics, or the
+    `faults.Diverged` that stopped that run}. Finished runs are reported, not trained again."""
+    config_check.check(config)
+    results, todo = {}, []
+    for run_config, run_dir in packed.run_configs(config, workdir):
+        if workdirs.is_finished(run_dir):
+            results[run_dir] = _already_finished(run_dir, run_config)
+        else:
+            todo.append((run_config, run_dir))
+    if todo:
+        results.update(zip([w for _, w in todo], _train_runs(todo, pack=True)))
+    return results
+
+
+def _train_group(group: list, pack: bool) -> list:
+    """[(final, Predictor) or faults.Diverged] of the runs [(config, workdir, teacher)]: one run
+    alone, or (`pack`) the runs as one program (a single remaining run alone too)."""
+    if len(group) == 1:
+        config, workdir, teacher = group[0]
+        if not pack:
+            return [_train_one(config, workdir, teacher)]
+        try:
+            return [_train_one(config, workdir, teacher)]
+        except faults.Diverged as err:
+            return [err]
+    configs, dirs, teachers = (list(x) for x in zip(*group))
+    parts = parts_lib.build(configs[0])
+    if parts.method.needs_teacher and teachers[0] is None:
+        teachers = [_teacher_from_workdir(c) for c in configs]
+    return packed.train_and_evaluate(configs, dirs, parts=parts,
+                                     teachers=None if teachers[0] is None else teachers)
+
+
+def _train_runs(runs: list, pack: bool) -> list:
+    """Trains the runs [(config, workdir)] of one recipe stage by stage (packed together with
+    `pack`); returns each run's final metrics (or, packed, the `faults.Diverged` that stopped
+    it)."""
+    stage_lists = [config_lib.stage_configs(config) for config, _ in runs]
+    if not stage_lists[0]:
+        trained = _train_group([(config, workdir, None) for config, workdir in runs], pack)
+        return [r if isinstance(r, faults.Diverged) else r[0] for r in trained]
+    finish = methods.finish_step(runs[0][0])  # Checked before anything trains.
     is_main = jax.process_index() == 0
     if is_main:
-        workdirs.write_config(workdir, config)
-    runs: dict[str, Predictor] = {}
-    summaries: dict[str, dict[str, Any]] = {}
-    final: dict[str, Any] = {}
-    for name, stage_config, links in stages:
-        stage_dir = files.join(workdir, name)
-        if "init_from" in links:
-            stage_config.model.init_checkpoint = files.join(workdir, links["init_from"])
-        if is_main:
-            print(f"\n=== stage {name} ({stage_config.method.name}) in {stage_dir} ===",
-                  flush=True)
-        if workdirs.is_finished(stage_dir):
-            runs[name] = workdirs.restore_run(stage_dir, None, stage_config)
-            final = workdirs.read_final_metrics(stage_dir)
+        for config, workdir in runs:
+            workdirs.write_config(workdir, config)
+    trained: list[dict[str, Predictor]] = [{} for _ in runs]
+    summaries: list[dict[str, dict[str, Any]]] = [{} for _ in runs]
+    finals: list[Any] = [{} for _ in runs]
+    for index, (name, _, _) in enumerate(stage_lists[0]):
+        group, members = [], []
+        for k, (_, workdir) in enumerate(runs):
+            if isinstance(finals[k], faults.Diverged):
+                continue
+            _, stage_config, links = stage_lists[k][index]
+            stage_dir = files.join(workdir, name)
+            if "init_from" in links:
+                stage_config.model.init_checkpoint = files.join(workdir, links["init_from"])
             if is_main:
-                print(f"already finished: {final.get('top1_all', float('nan')):.2f} top-1",
+                print(f"\n=== stage {name} ({stage_config.method.name}) in {stage_dir} ===",
                       flush=True)
-        else:
-            teacher = None
-            if "teacher_from" in links:
-                teacher = steps.Teacher.from_predictor(runs[links["teacher_from"]])
-            final, runs[name] = _train_one(stage_config, stage_dir, teacher)
-        summaries[name] = {k: final[k] for k in ("top1_all", "top1_many", "top1_medium",
-                                                  "top1_few", "ece", "train_seconds")
-                           if k in final}
+            if workdirs.is_finished(stage_dir):
+                trained[k][name] = workdirs.restore_run(stage_dir, None, stage_config)
+                finals[k] = workdirs.read_final_metrics(stage_dir)
+                if is_main:
+                    print(f"already finished: {finals[k].get('top1_all', float('nan')):.2f} "
+                          "top-1", flush=True)
+            else:
+                teacher = None
+                if "teacher_from" in links:
+                    teacher = steps.Teacher.from_predictor(trained[k][links["teacher_from"]])
+                group.append((stage_config, stage_dir, teacher))
+                members.append(k)
+        for k, result in zip(members, _train_group(group, pack) if group else []):
+            if isinstance(result, faults.Diverged):
+                finals[k] = result
+            else:
+                finals[k], trained[k][name] = result
+        for k in range(len(runs)):
+            if not isinstance(finals[k], faults.Diverged):
+                summaries[k][name] = {key: finals[k][key] for key in (
+                    "top1_all", "top1_many", "top1_medium", "top1_few", "ece", "train_seconds")
+                    if key in finals[k]}
+    return [final if isinstance(final, faults.Diverged) else
+            _finish(config, workdir, finish, trained[k], summaries[k], final)
+            for k, ((config, workdir), final) in enumerate(zip(runs, finals))]
+
+
+def _finish(config, workdir: str, finish, trained: dict, summaries: dict,
+            final: dict[str, Any]) -> dict[str, Any]:
+    """The final metrics of a finished multi-stage run (its finishing step's, else its last
+    stage's, with each stage's summary), written to `<workdir>/final_metrics.json`."""
     if finish is not None:
-        final = finish(config, workdir, runs)
+        final = finish(config, workdir, trained)
     final = dict(final)
     final["stages"] = summaries
     final["train_seconds"] = sum(s.get("train_seconds", 0.0) for s in summaries.values())
-    if is_main:
+    if jax.process_index() == 0:
         workdirs.write_final_metrics(workdir, final)
     return final

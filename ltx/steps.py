@@ -111,11 +111,77 @@ def epoch_of(step: jax.Array, steps_per_epoch: float) -> jax.Array:
 
 
 def make_train_step(model, method: methods.Method, tx: optax.GradientTransformation,
-                    learning_rate: optax.Schedule, mesh: jax.sharding.Mesh, *,
-                    mixup_alpha: float = 0.0, mixup_epochs: float | None = None,
-                    steps_per_epoch: float = 1.0, teacher: Teacher | None = None,
-                    batch_augment: device_augment.BatchAugment | None = None):
-    """The jitted train step `(state, batch, rng, teacher_variables) -> (state, metrics)`.
+                    learning_rate: optax.Schedule, mesh: jax.sharding.Mesh, **options):
+    """The jitted train step `(state, batch, rng, teacher_variables) -> (state, metrics)` of
+    `make_step_fn(model, method, tx, learning_rate, **options)`: the state replicated and
+    donated, the batch sharded on 'data' (augmenting on device, each field as it comes)."""
+    step_fn = make_step_fn(model, method, tx, learning_rate, **options)
+    replicated = NamedSharding(mesh, P())
+    # On device the batch mixes sharded and replicated fields: None keeps each one's layout.
+    on_device = options.get("batch_augment") is not None
+    batch_sharding = None if on_device else NamedSharding(mesh, P("data"))
+    return jax.jit(step_fn, in_shardings=(replicated, batch_sharding, replicated, replicated),
+                   out_shardings=(replicated, replicated), donate_argnums=(0,))
+
+
+def make_packed_train_step(model, method: methods.Method, tx: optax.GradientTransformation,
+                           learning_rate: optax.Schedule, mesh: jax.sharding.Mesh, *,
+                           form: str, **options):
+    """One step of N runs of one recipe (`ltx.packed`):
+    `(states, batches, rngs, teacher_variables, source) -> (states, metrics)`.
+
+    `form` 'loop': `make_train_step`'s one compiled program applied to each run in turn; states,
+    batches (each as `make_train_step` takes it, without 'source'), rngs, teacher variables (or
+    None) and metrics are lists over the runs, and each run's arithmetic is bit for bit that of
+    the run alone (CPU). 'scan' and 'vmap': one jitted program over stacked runs (every leaf
+    with the runs on its leading axis: a stacked TrainState, batches [N, B, ...] sharded on
+    'data' along B, keys [N], stacked teacher variables or None); 'scan' runs them one after
+    another inside the program (`jax.lax.map`; XLA fuses the loop body differently from the
+    step alone, so results agree to float rounding, not bit for bit), 'vmap' batches them into
+    one wider program (accelerators, where one ResNet-32 step is too small to fill the device).
+    `source` is the replicated uint8 training images [M, H, W, C] that the runs share
+    (augmenting on device), or None.
+    """
+    if form == "loop":
+        step = make_train_step(model, method, tx, learning_rate, mesh, **options)
+
+        def looped(states, batches, rngs, teacher_variables, source):
+            teachers = teacher_variables or [None] * len(states)
+            results = [step(state, batch if source is None else dict(batch, source=source),
+                            rng, teacher)
+                       for state, batch, rng, teacher in zip(states, batches, rngs, teachers)]
+            return [r[0] for r in results], [r[1] for r in results]
+        return looped
+    if form not in ("scan", "vmap"):
+        raise ValueError(f"form={form!r}; expected 'loop', 'scan' or 'vmap'")
+    step_fn = make_step_fn(model, method, tx, learning_rate, **options)
+
+    def one_run(state, batch, rng, teacher_variables, source):
+        if source is not None:
+            batch = dict(batch, source=source)
+        return step_fn(state, batch, rng, teacher_variables)
+
+    def packed_fn(states, batches, rngs, teacher_variables, source):
+        if form == "vmap":
+            return jax.vmap(one_run, in_axes=(0, 0, 0, 0, None))(
+                states, batches, rngs, teacher_variables, source)
+        return jax.lax.map(lambda xs: one_run(*xs, source),
+                           (states, batches, rngs, teacher_variables))
+
+    replicated = NamedSharding(mesh, P())
+    return jax.jit(packed_fn,
+                   in_shardings=(replicated, NamedSharding(mesh, P(None, "data")), replicated,
+                                 replicated, replicated),
+                   out_shardings=(replicated, replicated), donate_argnums=(0,))
+
+
+def make_step_fn(model, method: methods.Method, tx: optax.GradientTransformation,
+                 learning_rate: optax.Schedule, *, mixup_alpha: float = 0.0,
+                 mixup_epochs: float | None = None, steps_per_epoch: float = 1.0,
+                 teacher: Teacher | None = None,
+                 batch_augment: device_augment.BatchAugment | None = None):
+    """The pure train step `(state, batch, rng, teacher_variables) -> (state, metrics)`
+    (`make_train_step` jits it over a mesh, `make_packed_train_step` packs several runs).
 
     `batch` is {'image': float [B, H, W, C], 'label': int [B]} sharded on 'data', with 'mask'
     bool [B] when it may be padded (`data.last_batch='pad'`): padding rows then count in no loss,
@@ -180,11 +246,7 @@ def make_train_step(model, method: methods.Method, tx: optax.GradientTransformat
                                opt_state=opt_state)
         return new_state, metrics
 
-    replicated = NamedSharding(mesh, P())
-    # On device the batch mixes sharded and replicated fields: None keeps each one's layout.
-    batch_sharding = NamedSharding(mesh, P("data")) if batch_augment is None else None
-    return jax.jit(step_fn, in_shardings=(replicated, batch_sharding, replicated, replicated),
-                   out_shardings=(replicated, replicated), donate_argnums=(0,))
+    return step_fn
 
 
 # Folded into a step's key for its augmentation draws; Mixup uses the step's key itself.

@@ -12,7 +12,10 @@ the run lasts (its process writes to a real file only) and appended to `seed<s>.
 end. Each run is the ordinary training command (`python -m ltx.train`) in a subprocess, so a
 finished run is skipped (its workdir has final_metrics.json), an interrupted one resumes from
 its checkpoint, and one that fails is reported without stopping the others. `--eval` also runs
-`ltx-eval` for the shifted test distributions.
+`ltx-eval` for the shifted test distributions. `--pack` trains the unfinished seeds of each cell
+as one process and one program (`ltx.packed`: one start, one compilation; on an accelerator one
+launch per step for all of them), writing the same workdirs; its output goes to
+`<cell>/packed.log`.
 
 The table has one row per cell: mean ± std over its finished seeds (population std, ddof 0) of
 test top-1 all/many/medium/few, ECE and NLL, and with `--eval` the ensemble's top-1 (sample
@@ -113,12 +116,56 @@ def _finished(workdir: str, evaluate: bool) -> bool:
     return done and (not evaluate or files.isfile(files.join(workdir, "eval", "report.json")))
 
 
+@dataclasses.dataclass(frozen=True)
+class _Job:
+    """One subprocess of a sweep: one run, or (packed) the unfinished runs of one cell."""
+    runs: tuple[Run, ...]
+    workdir: str  # The run's workdir; a packed job's cell folder.
+    log: str      # Where its output goes, `<workdir>.log`.
+
+    def script(self, root: str, evaluate: bool) -> str:
+        first = self.runs[0]
+        if len(self.runs) == 1 and self.workdir == workdir_of(root, first):
+            script = shlex.join(first.command(self.workdir))
+            if evaluate:
+                script += " && " + shlex.join(_eval_command(self.workdir))
+            return script
+        seeds = ",".join(str(run.seed) for run in self.runs)
+        command = first.command(self.workdir)
+        command = [a for a in command if not a.startswith("--config.seed=")]
+        script = shlex.join(command + [f"--config.pack.seeds=({seeds},)"])
+        if evaluate:  # Each run that trained to its end is evaluated, whatever the others did.
+            for run in self.runs:
+                workdir = workdir_of(root, run)
+                final = shlex.quote(files.join(workdir, "final_metrics.json"))
+                script += (f"; if [ -f {final} ]; then "
+                           f"{shlex.join(_eval_command(workdir))}; fi")
+        return script
+
+
+def _eval_command(workdir: str) -> list[str]:
+    return [sys.executable, "-m", "ltx.cli", "eval", f"--workdir={workdir}", "--nopictures"]
+
+
+def _jobs(todo: Sequence[Run], root: str, pack: bool) -> list[_Job]:
+    if not pack:
+        return [_Job((run,), workdir_of(root, run), f"{workdir_of(root, run)}.log")
+                for run in todo]
+    cells: dict[str, list[Run]] = {}
+    for run in todo:
+        cells.setdefault(run.cell, []).append(run)
+    return [_Job(tuple(runs), files.join(root, cell), files.join(root, cell, "packed.log"))
+            for cell, runs in cells.items()]
+
+
 def run_grid(runs: Sequence[Run], root: str, *, parallel: int = 1, evaluate: bool = False,
-             one_device_each: bool = False, log=print) -> dict[str, str]:
+             one_device_each: bool = False, pack: bool = False, log=print) -> dict[str, str]:
     """Trains (and with `evaluate`, evaluates) every run not finished yet, `parallel` at once.
 
-    `one_device_each`: run k of those in flight sees only device k (CUDA_VISIBLE_DEVICES and
-    TPU_VISIBLE_CHIPS), for a host with several accelerators. Returns {workdir: 'done' |
+    `pack`: the unfinished seeds of each cell train as one process and one program
+    (`ltx.packed`, `--config.pack.seeds`), its output in `<root>/<cell>/packed.log`.
+    `one_device_each`: process k of those in flight sees only device k (CUDA_VISIBLE_DEVICES
+    and TPU_VISIBLE_CHIPS), for a host with several accelerators. Returns {workdir: 'done' |
     'skipped' | 'failed (exit N, see <log>)'}.
     """
     if parallel < 1:
@@ -132,73 +179,68 @@ def run_grid(runs: Sequence[Run], root: str, *, parallel: int = 1, evaluate: boo
         else:
             todo.append(run)
     log(f"{len(runs)} runs in {root}: {len(runs) - len(todo)} finished, {len(todo)} to run")
-    running: dict[int, tuple[subprocess.Popen, Run, Any]] = {}
-    queue = list(todo)
+    running: dict[int, tuple[subprocess.Popen, _Job, Any]] = {}
+    queue = _jobs(todo, root, pack)
     while queue or running:
         while queue and len(running) < parallel:
             slot = next(s for s in range(parallel) if s not in running)
-            run = queue.pop(0)
-            running[slot] = _start(run, root, slot, evaluate, one_device_each)
-            log(f"  started {workdir_of(root, run)}")
+            job = queue.pop(0)
+            running[slot] = _start(job, root, slot, evaluate, one_device_each)
+            log(f"  started {job.workdir}" + (f" (seeds {[r.seed for r in job.runs]} packed)"
+                                              if pack else ""))
         time.sleep(0.2)
-        for slot, (process, run, logfile) in list(running.items()):
+        for slot, (process, job, logfile) in list(running.items()):
             if process.poll() is None:
                 continue
             del running[slot]
-            workdir = workdir_of(root, run)
-            _close_log(logfile, workdir)
-            if process.returncode == 0:
-                status[workdir] = "done"
-            else:
-                status[workdir] = (f"failed (exit {process.returncode}, see "
-                                   f"{workdir}.log)")
-            log(f"  {status[workdir]}: {workdir}")
+            _close_log(logfile, job.log)
+            for run in job.runs:
+                workdir = workdir_of(root, run)
+                ok = (_finished(workdir, evaluate) if pack else process.returncode == 0)
+                status[workdir] = ("done" if ok else
+                                   f"failed (exit {process.returncode}, see {job.log})")
+                log(f"  {status[workdir]}: {workdir}")
     return status
 
 
-def _start(run: Run, root: str, slot: int, evaluate: bool, one_device_each: bool):
-    workdir = workdir_of(root, run)
-    files.makedirs(files.dirname(workdir))
+def _start(job: _Job, root: str, slot: int, evaluate: bool, one_device_each: bool):
+    files.makedirs(files.dirname(job.workdir))
     env = dict(os.environ)
     if one_device_each:
         env["CUDA_VISIBLE_DEVICES"] = str(slot)
         env["TPU_VISIBLE_CHIPS"] = str(slot)
-    script = shlex.join(run.command(workdir))
-    if evaluate:
-        script += " && " + shlex.join([sys.executable, "-m", "ltx.cli", "eval",
-                                       f"--workdir={workdir}", "--nopictures"])
-    logfile = _open_log(workdir)
+    script = job.script(root, evaluate)
+    logfile = _open_log(job.log)
     logfile.write(f"$ {script}\n")
     logfile.flush()
     process = subprocess.Popen(["bash", "-c", script], stdout=logfile, stderr=subprocess.STDOUT,
                                env=env)
-    return process, run, logfile
+    return process, job, logfile
 
 
-def _open_log(workdir: str) -> IO:
-    """The file a run's subprocess writes its output to. Under a local root `<workdir>.log`
-    itself, appended to (a retried run keeps the output of the earlier tries). Under a URL root
-    a local temporary file, since a child process writes to a real file only; `_close_log`
-    appends it to `<workdir>.log` when the run ends."""
-    if files.is_local(workdir):
-        return open(files.expand(f"{workdir}.log"), "a")
+def _open_log(path: str) -> IO:
+    """The file a subprocess writes its output to. Under a local root `path` itself, appended
+    to (a retried run keeps the output of the earlier tries). Under a URL root a local
+    temporary file, since a child process writes to a real file only; `_close_log` appends it
+    to `path` when the process ends."""
+    if files.is_local(path):
+        files.makedirs(files.dirname(path))
+        return open(files.expand(path), "a")
     # errors='replace': the child's output need not be UTF-8, and append_text takes text.
     return tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace", suffix=".log")
 
 
-def _close_log(logfile: IO, workdir: str) -> None:
-    """Closes a finished run's log; under a URL root its output is first appended to
-    `<workdir>.log` (read from the start: the child moved the offset it shares with this
-    file to the end)."""
+def _close_log(logfile: IO, path: str) -> None:
+    """Closes a finished process's log; under a URL root its output is first appended to
+    `path` (read from the start: the child moved the offset it shares with this file to the
+    end)."""
     try:
-        if not files.is_local(workdir):
+        if not files.is_local(path):
             logfile.seek(0)
-            files.append_text(f"{workdir}.log", logfile.read())
+            files.append_text(path, logfile.read())
     finally:
         logfile.close()
 
-
-# -- the table --------------------------------------------------------------------------------
 
 def _distribution_top1(workdir: str) -> dict[str, float]:
     path = files.join(workdir, "eval", "report.json")

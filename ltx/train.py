@@ -2,6 +2,7 @@
 
     python -m ltx.train --config=configs/digits_lt_balpoe.py --workdir=/tmp/ltx/digits_balpoe
     ltx-train --config=configs/cifar100_lt_balpoe.py:ir=50 --workdir=... --config.seed=2
+    ltx-train --config=configs/digits_lt_balpoe.py --workdir=... --config.pack.seeds=1,2,3
 
 All logic lives in `ltx.stages` (multi-stage methods) and `ltx.trainer`; this file parses flags,
 checks the config before JAX starts (`ltx.config_check`) and follows the error convention of
@@ -14,7 +15,7 @@ import os
 from absl import flags
 from ml_collections import config_flags
 
-from ltx import cli
+from ltx import cli, faults
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.",
                                           lock_config=True)
@@ -25,6 +26,9 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
     if len(argv) > 1:
         raise ValueError(f"unexpected arguments {argv[1:]}")
+    # A workdir that another trainer holds is refused now, not after the data and JAX setup
+    # (the trainer's own lock, taken later, still decides).
+    faults.check_workdir_free(_WORKDIR.value)
     config = cli.config_flag(_CONFIG.name)
     from ltx import config_check  # No JAX computation: distributed init must come first.
     config_check.check(config, built=False)
@@ -32,7 +36,14 @@ def main(argv):
         initialize_distributed()
     from ltx import compile_cache, stages
     compile_cache.enable(config.compile_cache_dir)
-    stages.train(config, _WORKDIR.value)
+    if not config.pack.seeds:
+        stages.train(config, _WORKDIR.value)
+        return
+    results = stages.train_packed(config, _WORKDIR.value)
+    failed = {w: r for w, r in results.items() if isinstance(r, faults.Diverged)}
+    if failed:
+        raise faults.Diverged(f"{len(failed)} of {len(results)} packed runs diverged: "
+                              + "; ".join(f"{w}: {r}" for w, r in failed.items()))
 
 
 # What `initialize_distributed` reads besides JAX's own JAX_COORDINATOR_ADDRESS: the

@@ -101,3 +101,16 @@ def test_decoding_benchmark_compares_jpeg_files_with_record_shards(capsys):
     for source in ("files", "records"):
         rates = re.findall(rf"pair 1 {source}: \w+, .*: ([\d,]+) images/s", out)
         assert len(rates) == 4 and all(float(r.replace(",", "")) > 0 for r in rates), out
+
+
+def test_packed_benchmark_prints_a_row_per_layout_form_and_pack(capsys):
+    _script("benchmark_packed").main(["step", "--tiny", "--steps", "1", "--batch", "8",
+                                      "--layouts", "resnet32x1", "--packs", "1,2",
+                                      "--forms", "loop,vmap"])
+    rows = [line for line in capsys.readouterr().out.splitlines()
+            if line.startswith("| resnet32x1")]
+    assert [tuple(c.strip() for c in row.strip("|").split("|")[1:3]) for row in rows] == [
+        ("loop", "1"), ("loop", "2"), ("vmap", "1"), ("vmap", "2")]
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert float(cells[3].replace(",", "")) > 0
