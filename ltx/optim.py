@@ -188,8 +188,9 @@ def trainable_mask(params, pattern: str):
 
 
 def make_optimizer(optimizer_config, learning_rate: optax.Schedule, *,
-                   trainable: str | None = None,
-                   expert_lr_scales=None) -> optax.GradientTransformation:
+                   trainable: str | None = None, expert_lr_scales=None,
+                   constraint: optax.GradientTransformation | None = None
+                   ) -> optax.GradientTransformation:
     """PyTorch-equivalent SGD (coupled weight decay, optional Nesterov) from `config.optimizer`.
 
     `optimizer.lr_multipliers`, a tuple of (regex, multiplier) pairs, gives parameter groups
@@ -197,7 +198,9 @@ def make_optimizer(optimizer_config, learning_rate: optax.Schedule, *,
     The method's rules come on top: `expert_lr_scales` [E] scales each expert branch's learning
     rate (ACE), and `trainable` (a regex over parameter paths, or `optimizer.trainable`) freezes
     every other parameter: no update, no weight decay, no momentum (RIDE's router stage; the
-    class-balanced experts' frozen lower blocks).
+    class-balanced experts' frozen lower blocks). `constraint` (the method's
+    `update_constraint`) comes last, so it sees the update SGD would make and may change it,
+    e.g. to project the new parameters back into a norm ball (weight balancing's MaxNorm).
     """
     cfg = optimizer_config
     if cfg.name != "sgd":
@@ -221,6 +224,8 @@ def make_optimizer(optimizer_config, learning_rate: optax.Schedule, *,
             raise ValueError(f"expert learning-rate scales {tuple(expert_lr_scales)}; expected "
                              ">= 0")
         parts.append(scale_expert_learning_rates(expert_lr_scales))
+    if constraint is not None:
+        parts.append(constraint)
     tx = optax.chain(*parts)
     configured = cfg.get("trainable", "")
     if trainable and configured:

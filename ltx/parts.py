@@ -14,7 +14,7 @@ import jax
 import ml_collections
 import optax
 
-from ltx import checkpointing, methods, models, optim
+from ltx import checkpointing, methods, optim
 from ltx.data import datasets, pipeline
 
 
@@ -35,10 +35,7 @@ def build_method_and_model(config: ml_collections.ConfigDict, class_counts
                            ) -> tuple[methods.Method, Any]:
     """The method of `config.method` for these training counts [C] and its model (no data is
     read, nothing is compiled)."""
-    method = methods.build(config.method, class_counts)
-    trunk = models.build(config.model, num_classes=len(class_counts),
-                         num_experts=method.num_experts)
-    return method, method.model(trunk)
+    return methods.build_with_model(config, class_counts)
 
 
 def build(config: ml_collections.ConfigDict) -> Parts:
@@ -70,8 +67,11 @@ def make_plan(config: ml_collections.ConfigDict, parts: Parts) -> Plan:
     learning_rate = optim.learning_rate_schedule(
         config.schedule, base_lr=optim.base_learning_rate(config.optimizer, config.batch_size),
         num_epochs=config.num_epochs, steps_per_epoch=epochs.steps_per_epoch)
+    constraint = parts.method.update_constraint
     tx = optim.make_optimizer(config.optimizer, learning_rate, trainable=parts.method.trainable,
-                              expert_lr_scales=parts.method.expert_lr_scales)
+                              expert_lr_scales=parts.method.expert_lr_scales,
+                              constraint=None if constraint is None else constraint(
+                                  epochs.steps_per_epoch))
     return Plan(epochs=epochs, total_steps=epochs.total_steps(config.num_epochs),
                 learning_rate=learning_rate, tx=tx)
 

@@ -24,7 +24,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from ltx import (checkpointing, config_check, evaluation, faults, files, metric_writers,
-                 parts as parts_lib, provenance, steps)
+                 optim, parts as parts_lib, provenance, steps)
 from ltx.data import device_augment, pipeline
 from ltx.predictor import Predictor
 
@@ -50,7 +50,7 @@ def accelerator_warning(installed=None, backend: str | None = None) -> str | Non
 
 
 
-def _crossed(step: int, steps_per_epoch: float, every: int) -> bool:
+def crossed(step: int, steps_per_epoch: float, every: int) -> bool:
     """Whether finishing `step` (0-indexed) completes an epoch that is a multiple of `every`."""
     if every <= 0:
         return False
@@ -58,30 +58,41 @@ def _crossed(step: int, steps_per_epoch: float, every: int) -> bool:
     return after > before and after % every == 0
 
 
-def pretrained_variables(path: str, params, batch_stats) -> tuple[Any, Any, str]:
+def pretrained_variables(path: str, params, batch_stats, *, reinit: str | None = None
+                         ) -> tuple[Any, Any, str]:
     """(params, batch_stats, summary) of a model initialised from `model.init_checkpoint`.
 
     `path` is an ltx workdir (or its checkpoints/ or checkpoints/<step> folder), whose variables
     are matched by name and shape (`checkpointing.transplant`: a one-expert checkpoint goes into
     every expert, a head of another shape keeps its initial value), or a PyTorch / safetensors /
     npz checkpoint file of a reference layout (`ltx.convert.layouts`: torchvision ResNets, the
-    reference codes' multi-expert and CIFAR ResNets), converted without PyTorch.
+    reference codes' multi-expert and CIFAR ResNets), converted without PyTorch. Parameters
+    whose path matches the regex `reinit` (`Method.reinit`) keep their value in `params`.
     """
+    fresh = jax.tree.map(lambda x: x, params)  # Its own tree: loading may fill `params`.
     if files.isfile(path):
         from ltx.convert import arrays, layouts
         state_dict = arrays.load_state_dict(path)
         variables, report = layouts.convert(
             state_dict.arrays, {"params": params, "batch_stats": batch_stats},
             keep_other_head=True)
-        return variables["params"], variables.get("batch_stats", batch_stats), report.summary()
-    source = checkpointing.load_pretrained(path)
-    params, report = checkpointing.transplant(params, source["params"])
-    if jax.tree.leaves(batch_stats) and jax.tree.leaves(source["batch_stats"]):
-        batch_stats, _ = checkpointing.transplant(batch_stats, source["batch_stats"])
-    kept = ", ".join(report["kept"][:4]) + (", ..." if len(report["kept"]) > 4 else "")
-    return params, batch_stats, (f"{len(report['copied'])} parameters copied, "
-                                 f"{len(report['broadcast'])} broadcast to every expert, "
-                                 f"{len(report['kept'])} kept ({kept})")
+        params, batch_stats = variables["params"], variables.get("batch_stats", batch_stats)
+        summary = report.summary()
+    else:
+        source = checkpointing.load_pretrained(path)
+        params, report = checkpointing.transplant(params, source["params"])
+        if jax.tree.leaves(batch_stats) and jax.tree.leaves(source["batch_stats"]):
+            batch_stats, _ = checkpointing.transplant(batch_stats, source["batch_stats"])
+        kept = ", ".join(report["kept"][:4]) + (", ..." if len(report["kept"]) > 4 else "")
+        summary = (f"{len(report['copied'])} parameters copied, "
+                   f"{len(report['broadcast'])} broadcast to every expert, "
+                   f"{len(report['kept'])} kept ({kept})")
+    if reinit:
+        mask = optim.trainable_mask(fresh, reinit)
+        params = jax.tree.map(lambda keep, new, old: new if keep else old, mask, fresh, params)
+        summary += (f"; {sum(jax.tree.leaves(mask))} re-initialised (the method's reinit "
+                    f"{reinit!r})")
+    return params, batch_stats, summary
 
 
 def train_data(config: ml_collections.ConfigDict, dataset, epochs: pipeline.Epochs
@@ -132,7 +143,8 @@ def initial_state(config: ml_collections.ConfigDict, parts: parts_lib.Parts, pla
     if not (pretrained and path):
         return state
     params, batch_stats, summary = pretrained_variables(
-        path, jax.device_get(state.params), jax.device_get(state.batch_stats))
+        path, jax.device_get(state.params), jax.device_get(state.batch_stats),
+        reinit=parts.method.reinit)
     if jax.process_index() == 0:
         print(f"Initialised from {path}: {summary}", flush=True)
     return steps.with_variables(state, params, batch_stats, plan.tx, mesh)
@@ -171,13 +183,14 @@ def _train_and_evaluate(config, workdir, parts, teacher, signals):
     plan = parts_lib.make_plan(config, parts)
     checkpointer = checkpointing.Checkpointer(workdir, max_to_keep=config.checkpoint.max_to_keep,
                                               async_save=config.checkpoint.async_save)
+    iterator = None
     try:
-        state, iterator, seconds_before = _restore_or_init(config, workdir, parts, plan, mesh,
+        state, iterator, seconds_before = restore_or_init(config, workdir, parts, plan, mesh,
                                                            checkpointer)
         writer = metric_writers.create_writer(workdir, process_index=jax.process_index(),
                                               tensorboard=config.tensorboard,
                                               resume_step=int(state.step))
-        _announce(config, parts, plan, int(state.step))
+        announce(config, parts, plan, int(state.step))
         feed, batch_augment = make_feed(config, parts.dataset, mesh)
         train_step = steps.make_train_step(
             parts.model, parts.method, plan.tx, plan.learning_rate, mesh,
@@ -188,7 +201,7 @@ def _train_and_evaluate(config, workdir, parts, teacher, signals):
         progress = metric_writers.ProgressLine(plan.total_steps, config.batch_size,
                                                enabled=is_main)
         progress.start(int(state.step))
-        finite = _FiniteCheck(checkpointer)
+        finite = FiniteCheck(checkpointer)
         pending, start_time, rng = [], time.perf_counter(), parts_lib.step_key(config)
         meta = {"fingerprint": parts_lib.fingerprint(config, parts),
                 "recipe": checkpointing.recipe_fingerprint(config), "seed": config.seed}
@@ -198,13 +211,13 @@ def _train_and_evaluate(config, workdir, parts, teacher, signals):
             pending.append((step + 1, metrics))
             last = step + 1 == plan.total_steps
             if (step + 1) % config.log_every_steps == 0 or last:
-                _log(step + 1, finite(pending), writer, progress, plan)
+                log_metrics(step + 1, finite(pending), writer, progress, plan)
                 pending = []
-            if _crossed(step, plan.steps_per_epoch, config.eval.every_epochs) and not last:
-                _periodic_eval(step + 1, predictor.with_variables(_variables(state), step + 1),
+            if crossed(step, plan.steps_per_epoch, config.eval.every_epochs) and not last:
+                periodic_eval(step + 1, predictor.with_variables(variables_of(state), step + 1),
                                writer, plan)
-            stop = _stop_requested(step + 1, signals, checkpointer)
-            if last or stop or _crossed(step, plan.steps_per_epoch,
+            stop = stop_requested(step + 1, signals, checkpointer)
+            if last or stop or crossed(step, plan.steps_per_epoch,
                                         config.checkpoint.every_epochs):
                 finite(pending)  # Never save a diverged state.
                 seconds = seconds_before + time.perf_counter() - start_time
@@ -221,31 +234,39 @@ def _train_and_evaluate(config, workdir, parts, teacher, signals):
     except BaseException:
         checkpointer.close_quietly()
         raise
+    finally:
+        if iterator is not None:
+            iterator.close()  # Stops data workers and frees their prefetched shared memory.
     checkpointer.close()
-    predictor = predictor.with_variables(_variables(state), int(state.step))
+    predictor = predictor.with_variables(variables_of(state), int(state.step))
     wall = seconds_before + time.perf_counter() - start_time
-    return _final_report(config, workdir, predictor, plan, wall, writer), predictor
+    return final_report(config, workdir, predictor, plan, wall, writer), predictor
 
 
-def _variables(state: steps.TrainState) -> dict[str, Any]:
+def variables_of(state: steps.TrainState) -> dict[str, Any]:
     return {"params": state.params, "batch_stats": state.batch_stats}
 
 
-def _restore_or_init(config, workdir, parts, plan, mesh, checkpointer):
+def restore_or_init(config, workdir, parts, plan, mesh, checkpointer, *, step="newest"):
     """(state, data iterator, train seconds so far) to train from: the newest intact
-    checkpoint's, else fresh ones (with `model.init_checkpoint` loaded). Writes config.json
-    for a fresh run, `config.<step>.json` for a resume whose config changed, and the launch
-    record (`ltx.provenance`)."""
-    latest = checkpointer.latest_step()
+    checkpoint's (or that of `step`, an int; None: start afresh), else fresh ones (with
+    `model.init_checkpoint` loaded). Writes config.json for a fresh run, `config.<step>.json`
+    for a resume whose config changed, and the launch record (`ltx.provenance`)."""
+    latest = checkpointer.latest_step() if step == "newest" else step
     state = initial_state(config, parts, plan, mesh, pretrained=latest is None)
     iterator = pipeline.train_iterator(train_data(config, parts.dataset, plan.epochs),
                                        num_workers=config.data.num_workers)
     seconds = 0.0
     if latest is not None:
         may_differ = ("recipe",) if config.checkpoint.allow_config_change else ()
-        state, data_state, saved = checkpointer.restore_intact(
-            state, {"fingerprint": parts_lib.fingerprint(config, parts),
-                    "recipe": checkpointing.recipe_fingerprint(config)}, may_differ=may_differ)
+        expected = {"fingerprint": parts_lib.fingerprint(config, parts),
+                    "recipe": checkpointing.recipe_fingerprint(config)}
+        if step == "newest":
+            state, data_state, saved = checkpointer.restore_intact(state, expected,
+                                                                   may_differ=may_differ)
+        else:
+            state, data_state, saved = checkpointer.restore(state, expected, step,
+                                                            may_differ=may_differ)
         iterator.set_state(data_state)
         seconds = float(saved.get("train_seconds", 0.0))
         if jax.process_index() == 0:
@@ -269,7 +290,7 @@ def _write_config(config, workdir: str, step: int) -> None:
                              config_file=None if written is None else files.basename(written))
 
 
-def _announce(config, parts, plan, start_step: int) -> None:
+def announce(config, parts, plan, start_step: int) -> None:
     """Prints what trains on what (fresh runs) and an unused accelerator's warning."""
     if jax.process_index() != 0:
         return
@@ -280,7 +301,7 @@ def _announce(config, parts, plan, start_step: int) -> None:
         print(f"Warning: {warning}", flush=True)
 
 
-def _stop_requested(done: int, signals: faults.StopSignals, checkpointer) -> str | None:
+def stop_requested(done: int, signals: faults.StopSignals, checkpointer) -> str | None:
     """The reason to stop after step `done`: ltx's signal flag on one process, orbax's
     preemption sync point (the same step on every host) under jax.distributed."""
     if jax.process_count() == 1:
@@ -288,7 +309,7 @@ def _stop_requested(done: int, signals: faults.StopSignals, checkpointer) -> str
     return "preemption" if checkpointer.reached_preemption(done) else None
 
 
-class _FiniteCheck:
+class FiniteCheck:
     """`check(pending)` raises faults.Diverged at the first step of `pending` [(step, metrics)]
     whose loss or gradient norm is not finite, else returns `pending` fetched to the host."""
 
@@ -316,7 +337,7 @@ class _FiniteCheck:
         return fetched
 
 
-def _log(step: int, fetched: list, writer, progress, plan) -> None:
+def log_metrics(step: int, fetched: list, writer, progress, plan) -> None:
     """Writes the mean loss, train top-1, last lr and mean gradient norm of the steps since the
     last log point ([(step, host metrics)], checked finite)."""
     metrics = [m for _, m in fetched]
@@ -329,19 +350,20 @@ def _log(step: int, fetched: list, writer, progress, plan) -> None:
     writer.write_scalars(step, scalars)
 
 
-def _periodic_eval(step: int, predictor: Predictor, writer, plan) -> None:
+def periodic_eval(step: int, predictor: Predictor, writer, plan) -> None:
     """Evaluates on val (test without a val split) and logs the headline numbers."""
     split = "val" if predictor.dataset.val is not None else "test"
     report = predictor.evaluate(split)
     writer.write_scalars(step, {f"{split}/{k}": v for k, v in report.items()})
     if jax.process_index() == 0:
-        print(f"  {split} @ epoch {round(step / plan.steps_per_epoch)}: "
-              f"top1 {report['top1_all']:.2f} (many {report['top1_many']:.2f}, "
-              f"medium {report['top1_medium']:.2f}, few {report['top1_few']:.2f}), "
-              f"ece {report['ece']:.2f}", flush=True)
+        value = {k: evaluation.format_value(report[k]) for k in
+                 ("top1_all", "top1_many", "top1_medium", "top1_few", "ece")}
+        print(f"  {split} @ epoch {round(step / plan.steps_per_epoch)}: top1 {value['top1_all']} "
+              f"(many {value['top1_many']}, medium {value['top1_medium']}, few "
+              f"{value['top1_few']}), ece {value['ece']}", flush=True)
 
 
-def _final_report(config, workdir: str, predictor: Predictor, plan, wall: float,
+def final_report(config, workdir: str, predictor: Predictor, plan, wall: float,
                   writer) -> dict[str, Any]:
     """Evaluates test (and val), writes final_metrics.json and prints the table."""
     dataset, method = predictor.dataset, predictor.method

@@ -28,16 +28,7 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
     path = files.join(workdir, CONFIG_FILE)
     if not files.isfile(path):
         raise FileNotFoundError(f"{path} does not exist; is {workdir!r} a training workdir?")
-    raw = files.read_json(path)
-
-    def tuples(x):
-        if isinstance(x, dict):
-            return {k: tuples(v) for k, v in x.items()}
-        if isinstance(x, list):
-            return tuple(tuples(v) for v in x)
-        return x
-
-    return ml_collections.ConfigDict(tuples(raw))
+    return config_lib.from_json(files.read_json(path))
 
 
 def write_config(workdir: str, config: ml_collections.ConfigDict) -> None:

@@ -301,7 +301,8 @@ def test_large_scale_configs_follow_the_released_recipes():
 
 def test_digits_config_trains_end_to_end_with_the_mixup_tail(tmp_path):
     config = tiny_config("digits_lt_ace", epochs=3, arg="mixup=0.3")
-    assert config.mixup_epochs == 1 and config.num_epochs == 3  # Epoch 0 mixed, then unmixed.
+    # 55 of 60 epochs rounded down: epochs 0-1 mixed, the last unmixed.
+    assert config.mixup_epochs == 2 and config.num_epochs == 3
     full = load_config("digits_lt_ace")
     assert full.schedule.decay_epochs == (43, 51) and full.mixup_epochs == -1
     assert load_config("digits_lt_ace", "mixup=0.3").mixup_epochs == 55  # 5 mixup-free epochs.

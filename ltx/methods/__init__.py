@@ -9,6 +9,12 @@
 | `ace/` | ACE ('ace') |
 | `ala_moe/` | ALA + instance-aware MoE and its distillation ('ala_moe') |
 | `cbe/` | class-balanced experts ('cbe'): baseline, per-shot experts, fusions, oracle |
+| `lade` | LADE ('lade'): PriorCE plus the label-distribution-disentangling regulariser |
+| `cb_loss` | class-balanced loss, softmax / sigmoid / focal ('cb_softmax', 'cb_sigmoid', 'cb_focal') |
+| `balanced_softmax` | Balanced Softmax ('balanced_softmax'), CE(z + log n) |
+| `decoupled/` | decoupled classifiers after a trained trunk: cRT ('crt'), LWS ('lws'), tau-normalised ('tau_norm'), NCM ('ncm') |
+| `mislas` | MiSLAS ('mislas'): Mixup, then label-aware smoothing, shifted BatchNorm and LWS |
+| `weight_balancing` | weight balancing ('weight_balancing'): weight decay, then MaxNorm + CB loss |
 
 A home holds everything only that method uses: its losses, model additions, fusion, data view,
 stages, finish step, evaluators and config helpers. What two or more methods share stays in
@@ -53,6 +59,17 @@ _REGISTRY: dict[str, str] = {
     "ace": "ace:build",
     "ala_moe": "ala_moe:build",
     "cbe": "cbe:build",
+    "lade": "lade:build",
+    "cb_softmax": "cb_loss:build_softmax",
+    "cb_sigmoid": "cb_loss:build_sigmoid",
+    "cb_focal": "cb_loss:build_focal",
+    "balanced_softmax": "balanced_softmax:build",
+    "crt": "decoupled:build_crt",
+    "lws": "decoupled:build_lws",
+    "tau_norm": "decoupled:build_tau_norm",
+    "ncm": "decoupled:build_ncm",
+    "mislas": "mislas:build",
+    "weight_balancing": "weight_balancing:build",
 }
 _EXTRA: dict[str, tuple[types.ModuleType | object, Callable]] = {}
 
@@ -125,6 +142,16 @@ def build(method_config, class_counts) -> Method:
         raise ValueError(f"method {name!r} gives {len(method.expert_lr_scales)} expert learning-"
                          f"rate scales for {method.num_experts} experts")
     return method
+
+
+def build_with_model(config, class_counts) -> tuple[Method, object]:
+    """The method of `config.method` for these training counts [C] and its model: the trunk of
+    `config.model` with the method's additions (no data is read, nothing is compiled)."""
+    from ltx import models
+    method = build(config.method, class_counts)
+    trunk = models.build(config.model, num_classes=len(class_counts),
+                         num_experts=method.num_experts)
+    return method, method.model(trunk)
 
 
 def dataset_view(config, dataset):

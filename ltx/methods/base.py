@@ -101,6 +101,13 @@ class Method:
         (BalPoE, CE, LA): evaluation then estimates each expert's learned prior. None: unknown.
       evaluators: extra numbers of an evaluation, each `(outputs: Outputs of host arrays,
         labels [N], dataset, config) -> dict[str, float]` (RIDE: experts per image and GFLOPs).
+      update_constraint: `(steps_per_epoch: float) -> optax.GradientTransformation`, chained
+        last onto the optimizer of the trainable parameters (after weight decay, SGD and the
+        learning-rate rules; it sees the parameters): a constraint the method keeps the
+        parameters in, e.g. weight balancing's MaxNorm projection. None: no constraint.
+      reinit: regex over parameter paths; the parameters it matches keep their fresh
+        initialisation when `model.init_checkpoint` initialises the model (cRT's re-trained
+        classifier, which the checkpoint also holds). None: all that the checkpoint has loads.
     """
 
     name: str
@@ -115,6 +122,8 @@ class Method:
     needs_teacher: bool = False
     expert_lambdas: tuple[float, ...] | None = None
     evaluators: tuple[Evaluator, ...] = ()
+    update_constraint: Callable[[float], Any] | None = None
+    reinit: str | None = None
 
     def model(self, trunk):
         """The model this method trains, built on `trunk` (see `wrap_model`)."""
