@@ -22,28 +22,30 @@ setting, not a reproduction:
 
 Reported: not available; the paper reports no CIFAR number.
 
-Arguments: ir (imbalance ratio, default 100), epochs (baseline), expert_epochs, open_ratio,
-reject (1 reject class / 0 outlier exposure).
+Arguments: ir (imbalance ratio, default 100), epochs (baseline, default 200; rescales every
+stage), expert_epochs (default: 30, rescaled with epochs), open_ratio, reject (1 reject class /
+0 outlier exposure).
 """
 
 from ltx import config_lib
 from ltx.methods.cbe import config as cbe
 
 
-@config_lib.tiny_option
 def get_config(arg=None):
-    args = config_lib.parse_arg(arg, ir=100.0, epochs=200, expert_epochs=30, open_ratio=16,
+    args = config_lib.parse_arg(arg, ir=100.0, epochs=200, expert_epochs=0, open_ratio=16,
                                 reject=1)
-    expert_epochs = args["expert_epochs"]
-    c = config_lib.cifar_lt_config(dataset="cifar100_lt", imbalance_ratio=args["ir"], mixup_alpha=0.0, rotation=0.0)
-    c.num_epochs = args["epochs"]
-    c.schedule.decay_epochs = tuple(e for e in (int(0.8 * c.num_epochs),
-                                                int(0.9 * c.num_epochs)) if e > 0)
+    expert_epochs = args["expert_epochs"] or 30  # 0: ImageNet-LT's 30, scaled with epochs.
+    c = config_lib.cifar_lt_config(dataset="cifar100_lt", imbalance_ratio=args["ir"],
+                                   mixup_alpha=0.0, rotation=0.0)
     cbe.configure(c, reject=bool(args["reject"]), open_ratio=args["open_ratio"])
     ratio = args["open_ratio"]
     step = {"schedule": {"warmup_epochs": 0, "decay_factor": 0.1,
                          "decay_epochs": tuple(e for e in (10, 20) if e <= expert_epochs)},
             "eval": {"every_epochs": 10}, "checkpoint": {"every_epochs": 10}}
-    return cbe.cbe_stages(c, expert_epochs=expert_epochs, open_ratios=(ratio,) * 3,
-                          num_learnable=(-1, 3, 1), reject=bool(args["reject"]),
-                          expert_overrides=step)
+    c = cbe.cbe_stages(c, expert_epochs=expert_epochs, open_ratios=(ratio,) * 3,
+                       num_learnable=(-1, 3, 1), reject=bool(args["reject"]),
+                       expert_overrides=step)
+    # A given expert_epochs is the experts' length as written; the default scales with epochs.
+    c = config_lib.scale_epochs(c, args["epochs"],
+                                keep_stages=cbe.EXPERTS if args["expert_epochs"] else ())
+    return config_lib.shrink(c) if args["tiny"] else c

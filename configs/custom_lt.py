@@ -29,15 +29,15 @@ METHODS = {"balpoe": lambda: balpoe.method_config((1.0, 0.0, -1.0)),
            "ce": balpoe.ce_method_config, "la": balpoe.la_method_config}
 
 
-@config_lib.tiny_option
 def get_config(arg=None):
     args = config_lib.parse_arg(arg, root="", method="balpoe", arch="resnet32", epochs=100,
                                 ir=1.0, crop=0, mixup=0.0)
     if args["method"] not in METHODS:
         raise ValueError(f"config argument method={args['method']!r}; expected one of "
                          f"{sorted(METHODS)}")
+    # The generic recipe is written for any length (custom_config), so no rescaling.
     c = config_lib.custom_config(root=args["root"], arch=args["arch"], num_epochs=args["epochs"],
                                  imbalance_ratio=args["ir"], crop_size=args["crop"] or None,
                                  mixup_alpha=args["mixup"])
     c.method = METHODS[args["method"]]()
-    return c
+    return config_lib.shrink(c) if args["tiny"] else c

@@ -41,26 +41,24 @@ lr_scaling (linear | sqrt | uniform | threshold).
 from ltx import config_lib
 from ltx.methods.ace import config as ace
 
-# ACE's CIFAR schedule, in epochs of its 280 (MAX_EPOCH 260 + UNMIX_EPOCH 20).
-_REFERENCE_EPOCHS = 280
+# ACE's CIFAR schedule, in epochs of its 280 (MAX_EPOCH 260 + UNMIX_EPOCH 20), moved to digits'
+# 60 epochs by rounding (ace.scaled_epoch), then to `epochs` like every recipe.
+_REFERENCE_EPOCHS, _EPOCHS = 280, 60
 _UNMIX, _DECAY, _WARMUP = 20, (200, 240), 10
 
 
-@config_lib.tiny_option
 def get_config(arg=None):
-    args = config_lib.parse_arg(arg, ir=10.0, epochs=60, mixup=0.0, lr_scaling="linear")
-    epochs = args["epochs"]
-    c = config_lib.digits_lt_config(imbalance_ratio=args["ir"],
-                                    num_epochs=epochs)
+    args = config_lib.parse_arg(arg, ir=10.0, epochs=_EPOCHS, mixup=0.0, lr_scaling="linear")
+    c = config_lib.digits_lt_config(imbalance_ratio=args["ir"])
 
     def scaled(e):
-        return ace.scaled_epoch(e, num_epochs=epochs, reference_epochs=_REFERENCE_EPOCHS)
+        return ace.scaled_epoch(e, num_epochs=_EPOCHS, reference_epochs=_REFERENCE_EPOCHS)
 
-    unmix = min(scaled(_UNMIX), epochs - 1)
-    decay = tuple(sorted({min(scaled(e), epochs) for e in _DECAY}))
+    unmix = scaled(_UNMIX)  # 4
     thresholds = (0.3, 0.03) if args["ir"] >= 100 else (0.4, 0.1)
-    ace.set_recipe(c, thresholds=thresholds, max_epoch=epochs - unmix, unmix_epoch=unmix,
-                   lr=0.1, decay_epochs=decay, warmup_epochs=scaled(_WARMUP),
-                   mixup_alpha=args["mixup"], num_shared_stages=2)
+    ace.set_recipe(c, thresholds=thresholds, max_epoch=_EPOCHS - unmix, unmix_epoch=unmix,
+                   lr=0.1, decay_epochs=tuple(scaled(e) for e in _DECAY),  # (43, 51)
+                   warmup_epochs=scaled(_WARMUP), mixup_alpha=args["mixup"], num_shared_stages=2)
     c.method.lr_scaling = args["lr_scaling"]
-    return c
+    c = config_lib.scale_epochs(c, args["epochs"])
+    return config_lib.shrink(c) if args["tiny"] else c

@@ -16,16 +16,14 @@ from ltx import config_lib
 from ltx.methods.ala_moe import config as ala_config
 
 
-@config_lib.tiny_option
 def get_config(arg=None):
     args = config_lib.parse_arg(arg, ir=10.0, epochs=60, distill=1)
-    epochs = args["epochs"]
-    c = config_lib.digits_lt_config(imbalance_ratio=args["ir"],
-                                    num_epochs=epochs)
+    c = config_lib.digits_lt_config(imbalance_ratio=args["ir"])
     full_widths = c.model.widths
     c.model.widths = (16, 24, 48)
-    c.method = ala_config.method_config(
-        router_epoch=max(c.schedule.decay_epochs, default=0), drw_epoch=10 * epochs)
-    if not args["distill"]:
-        return c
-    return ala_config.set_stages(c, full_widths=full_widths)
+    # The router joins at the last decay (54); DRW never starts (beyond the 60 epochs).
+    c.method = ala_config.method_config(router_epoch=54, drw_epoch=600)
+    if args["distill"]:
+        c = ala_config.set_stages(c, full_widths=full_widths)
+    c = config_lib.scale_epochs(c, args["epochs"])  # The 60-epoch recipe moved to `epochs`.
+    return config_lib.shrink(c) if args["tiny"] else c

@@ -1,4 +1,4 @@
-r"""BalPoE (3 experts, lambdas 1/0/-1) on digits-LT: the default job, ~2 minutes on 2 CPU cores.
+r"""BalPoE (3 experts, lambdas 1/0/-1) on digits-LT: the default job, a few minutes on 2 CPU cores.
 
     python -m ltx.train --config=configs/digits_lt_balpoe.py --workdir=/tmp/ltx/digits_balpoe
 
@@ -9,7 +9,7 @@ experts, cosine heads x 30, gLA loss with lambdas (1, 0, -1) (code: tau_list 0;1
 Nesterov, weight decay 5e-4, warmup 5 epochs then x0.1 at 80% and 90% of training, and an ensemble
 that averages the expert logits. Adapted to 8x8 inputs: crop padding 1, no flip (digits are not
 mirror-symmetric), no rotation, 60 epochs of batch 64 (the stages see 8, 4 and 2 pixels). Mixup
-is off here; the argument `mixup=0.4` gives BalPoE+Mixup (the README table, `ltx-sweep`).
+is off here; the argument `mixup=0.4` gives BalPoE+Mixup (docs/benchmarks.md, `ltx-sweep`).
 
 Arguments (`--config=configs/digits_lt_balpoe.py:ir=20,mixup=0.4`): ir (imbalance ratio),
 mixup (alpha), epochs.
@@ -19,11 +19,9 @@ from ltx import config_lib
 from ltx.methods import balpoe
 
 
-@config_lib.tiny_option
 def get_config(arg=None):
     args = config_lib.parse_arg(arg, ir=10.0, mixup=0.0, epochs=60)
-    c = config_lib.digits_lt_config(
-        imbalance_ratio=args["ir"], mixup_alpha=args["mixup"],
-        num_epochs=args["epochs"])
+    c = config_lib.digits_lt_config(imbalance_ratio=args["ir"], mixup_alpha=args["mixup"])
     c.method = balpoe.method_config((1.0, 0.0, -1.0))
-    return c
+    c = config_lib.scale_epochs(c, args["epochs"])  # The 60-epoch recipe moved to `epochs`.
+    return config_lib.shrink(c) if args["tiny"] else c

@@ -27,24 +27,23 @@ The recipe of Sharma et al. (GCPR 2020, `ltx.methods.cbe`, docs/methods/cbe.md) 
 
 `reject=0` trains the experts with outlier exposure instead (weight 0.5; the default fusion
 becomes soft voting, since joint calibration needs the reject class). Arguments: ir, epochs
-(baseline), expert_epochs, open_ratio, reject (1/0). The whole pipeline takes about three
-minutes on two CPU cores, two of them the baseline's 60 epochs.
+(baseline, default 60; rescales every stage), expert_epochs (default: 10, rescaled with
+epochs), open_ratio, reject (1/0). The whole pipeline takes about three minutes on two CPU
+cores, two of them the baseline's 60 epochs.
 """
 
 from ltx import config_lib
 from ltx.methods.cbe import config as cbe
 
 
-@config_lib.tiny_option
 def get_config(arg=None):
-    args = config_lib.parse_arg(arg, ir=10.0, epochs=60, expert_epochs=10, open_ratio=-1,
+    args = config_lib.parse_arg(arg, ir=10.0, epochs=60, expert_epochs=0, open_ratio=-1,
                                 reject=1)
-    expert_epochs = args["expert_epochs"]
-    c = config_lib.digits_lt_config(imbalance_ratio=args["ir"],
-                                    num_epochs=args["epochs"])
+    expert_epochs = args["expert_epochs"] or 10  # 0: 10 of the 60 epochs, scaled with them.
+    c = config_lib.digits_lt_config(imbalance_ratio=args["ir"])
     cbe.configure(c, reject=bool(args["reject"]), open_ratio=args["open_ratio"])
     ratio = args["open_ratio"]
-    return cbe.cbe_stages(
+    c = cbe.cbe_stages(
         c, expert_epochs=expert_epochs, open_ratios=(ratio,) * 3, num_learnable=(-1, 3, 1),
         reject=bool(args["reject"]),
         expert_overrides={
@@ -57,3 +56,7 @@ def get_config(arg=None):
             "schedule": {"name": "cosine", "decay_epochs": ()},
             "eval": {"every_epochs": max(3 * expert_epochs // 2, 1)},
             "checkpoint": {"every_epochs": 3 * expert_epochs}}})
+    # A given expert_epochs is the experts' length as written; the default scales with epochs.
+    c = config_lib.scale_epochs(c, args["epochs"],
+                                keep_stages=cbe.EXPERTS if args["expert_epochs"] else ())
+    return config_lib.shrink(c) if args["tiny"] else c

@@ -10,11 +10,9 @@ from ltx import config_lib
 from ltx.methods import balpoe
 
 
-@config_lib.tiny_option
 def get_config(arg=None):
     args = config_lib.parse_arg(arg, ir=10.0, mixup=0.0, epochs=60)
-    c = config_lib.digits_lt_config(
-        imbalance_ratio=args["ir"], mixup_alpha=args["mixup"],
-        num_epochs=args["epochs"])
+    c = config_lib.digits_lt_config(imbalance_ratio=args["ir"], mixup_alpha=args["mixup"])
     c.method = balpoe.ce_method_config()
-    return c
+    c = config_lib.scale_epochs(c, args["epochs"])  # The 60-epoch recipe moved to `epochs`.
+    return config_lib.shrink(c) if args["tiny"] else c

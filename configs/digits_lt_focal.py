@@ -10,11 +10,10 @@ from ltx import config_lib
 from ltx.methods import ldam_drw
 
 
-@config_lib.tiny_option
 def get_config(arg=None):
     args = config_lib.parse_arg(arg, ir=10.0, epochs=60)
-    c = config_lib.digits_lt_config(imbalance_ratio=args["ir"],
-                                    num_epochs=args["epochs"])
-    c.method = ldam_drw.method_config("focal", drw_epoch=args["epochs"], gamma=1.0)
+    c = config_lib.digits_lt_config(imbalance_ratio=args["ir"])
+    c.method = ldam_drw.method_config("focal", drw_epoch=60, gamma=1.0)  # DRW never starts.
     c.model.head = "linear"  # LDAM-DRW uses the cosine head only with the LDAM loss.
-    return ldam_drw.set_schedule(c)
+    c = config_lib.scale_epochs(ldam_drw.set_schedule(c), args["epochs"])
+    return config_lib.shrink(c) if args["tiny"] else c

@@ -12,10 +12,9 @@ from ltx import config_lib
 from ltx.methods import ldam_drw
 
 
-@config_lib.tiny_option
 def get_config(arg=None):
     args = config_lib.parse_arg(arg, ir=10.0, epochs=60)
-    c = config_lib.digits_lt_config(imbalance_ratio=args["ir"],
-                                    num_epochs=args["epochs"])
-    c.method = ldam_drw.method_config("ldam_drw", drw_epoch=int(0.8 * args["epochs"]))
-    return ldam_drw.set_schedule(c)
+    c = config_lib.digits_lt_config(imbalance_ratio=args["ir"])
+    c.method = ldam_drw.method_config("ldam_drw", drw_epoch=48)  # At the first decay, as 160/200.
+    c = config_lib.scale_epochs(ldam_drw.set_schedule(c), args["epochs"])
+    return config_lib.shrink(c) if args["tiny"] else c

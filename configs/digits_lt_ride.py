@@ -20,16 +20,15 @@ from ltx import config_lib
 from ltx.methods.ride import config as ride_config
 
 
-@config_lib.tiny_option
 def get_config(arg=None):
     args = config_lib.parse_arg(arg, ir=10.0, epochs=60, experts=3, distill=0)
-    epochs = args["epochs"]
-    c = config_lib.digits_lt_config(imbalance_ratio=args["ir"],
-                                    num_epochs=epochs)
+    c = config_lib.digits_lt_config(imbalance_ratio=args["ir"])
     c.model.widths = (16, 24, 48)
     c.data.augment.rotation = 15.0
-    c.method = ride_config.method_config(num_experts=args["experts"],
-                                         reweight_epoch=int(0.8 * epochs), router_top_k=3)
+    c.method = ride_config.method_config(num_experts=args["experts"], reweight_epoch=48,
+                                         router_top_k=3)
     c.schedule.decay_factor = 0.01  # RIDE's CustomLR: x0.01 then x1e-4.
-    return ride_config.set_stages(c, distill=args["distill"], router_batch_size=64,
-                                  distill_warmup_epochs=max(epochs // 10, 1))
+    c = ride_config.set_stages(c, distill=args["distill"], router_batch_size=64,
+                               distill_warmup_epochs=6)
+    c = config_lib.scale_epochs(c, args["epochs"])  # The 60-epoch recipe moved to `epochs`.
+    return config_lib.shrink(c) if args["tiny"] else c

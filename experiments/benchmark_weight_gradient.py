@@ -1,9 +1,10 @@
 """The weight gradient of a 3x3 convolution in four formulations, timed in alternating rounds.
 
 A profile of the ResNet-32 CPU step puts most of its time in XLA's weight-gradient convolutions
-(README, "Measurements"); this measures whether writing that gradient another way (as a custom
-VJP of the convolution would) is faster on this CPU. For x [B, H, W, Ci], the cotangent
-g [B, H', W', Co] of conv(x, w), stride s, padding 1, the gradient dw [3, 3, Ci, Co] as:
+(docs/benchmarks.md, "The CPU train step against PyTorch"); this measures whether writing that
+gradient another way (as a custom VJP of the convolution would) is faster on this CPU. For
+x [B, H, W, Ci], the cotangent g [B, H', W', Co] of conv(x, w), stride s, padding 1, the gradient
+dw [3, 3, Ci, Co] as:
 
 - `xla`: `jax.vjp` of `lax.conv_general_dilated` (XLA's own weight-gradient convolution);
 - `slices`: nine matmuls, one per kernel tap: (the strided shifted slice of padded x)^T @ g;

@@ -5,13 +5,16 @@
     ltx-stats --config=configs/digits_lt_balpoe.py | --workdir=runs/digits [--xla]
     ltx-import --config=... --checkpoint=model.pth --workdir=runs/imported [--stage=...]
     ltx-prepare cifar100 [--tarball=cifar-100-python.tar.gz] [--data_dir=~/ltx_data]
+    ltx-prepare records --root=... --list_dir=... --out=...   # list files as ArrayRecord shards
     ltx-prepare folders /data/my_set [--list_dir=...]   # <root>/{train,val,test}/<class>/<image>
     ltx-sweep --root=runs/grid --configs=configs/digits_lt_ce.py,... --seeds=1,2,3 [--table]
     python -m ltx.cli eval --workdir=...        # any tool without the console scripts
 
 (`ltx-train` is `ltx.train`.) Each tool defines its flags here and imports its module (and JAX)
-only when it runs, so `--help` answers at once; the logic lives in `ltx.report`, `ltx.predict`,
-`ltx.stats`, `ltx.checkpoint_import` and `ltx.data.cifar`.
+only when it runs, so `--help` answers at once, with exit status 0: what the tool does, its
+usage with positional arguments and subcommands, how config arguments work where it takes a
+config (`HELP`, `CONFIG_ARGUMENTS`), and its flags. The logic lives in `ltx.report`,
+`ltx.predict`, `ltx.stats`, `ltx.checkpoint_import` and `ltx.data.cifar`.
 
 Errors: bad input (a config value, a path, a dataset, a checkpoint, a flag) ends with one line
 `ltx-<tool>: error: <message>` on stderr and exit status 2 (`EXIT_BAD_INPUT`); a diverged run
@@ -45,9 +48,141 @@ def fail(tool: str, message: str, status: int = EXIT_BAD_INPUT, *, hint: bool = 
     sys.exit(status)
 
 
+CONFIG_ARGUMENTS = (
+    "Config arguments: --config=<file.py>[:<key>=<value>,...] builds the config that the "
+    "file's get_config(<key>=<value>,...) returns; the keys a file takes are listed under "
+    "'Arguments:' in its docstring (e.g. configs/cifar100_lt_balpoe.py:ir=50,mixup=0.4). Every "
+    "config takes tiny=1 (a smoke run: a 1-block model, every stage at most one epoch) and "
+    "epochs=N (the recipe rescaled to N epochs, its decay and warm-up epochs with it). Then "
+    "--config.<field>=<value> sets any field of the built config, e.g. --config.seed=2 "
+    "--config.data.data_dir=~/ltx_data --config.batch_size=64.")
+
+# Per tool: (what it does, usage lines (with <placeholders>) and examples, whether it takes
+# config arguments). `--help` prints
+# these, then the tool's flags; `ltx.cli` keeps them here so that the texts of all the tools
+# read alike.
+HELP = {
+    "ltx-train": (
+        "Trains the method and model that a config file describes, in a workdir: checkpoints, "
+        "metrics.jsonl and, at the end, final_metrics.json and the test table on stdout. The "
+        "same command again resumes an interrupted run from its newest intact checkpoint; a "
+        "finished workdir is reported, not trained again. A multi-stage config trains each "
+        "stage in <workdir>/<stage>. Bad input exits 2, a diverged run 3, a preempted run "
+        "(SIGTERM/SIGINT, checkpoint saved) 4.",
+        ["ltx-train --config=<config.py>[:<key>=<value>,...] --workdir=<dir> "
+         "[--config.<field>=<value> ...]",
+         "ltx-train --config=configs/digits_lt_balpoe.py --workdir=/tmp/ltx/digits",
+         "ltx-train --config=configs/cifar100_lt_balpoe.py:ir=100,tiny=1 --workdir=/tmp/ltx/smoke"],
+        True),
+    "ltx-eval": (
+        "Evaluates a finished training workdir the way long-tail papers report it: top-1 over "
+        "all classes and the many/medium/few groups, NLL, ECE, MCE and Brier for the ensemble "
+        "and each expert, the test-agnostic forward/backward long-tailed test sets, and the "
+        "method's own evaluators. Writes <workdir>/eval/report.json (strict JSON, null for an "
+        "undefined metric), report.md and the pictures, and prints the report.",
+        ["ltx-eval --workdir=<finished workdir> [--shot_convention=<name>] [--step=N] "
+         "[--nopictures] [--evals=<name>,...]",
+         "ltx-eval --workdir=/tmp/ltx/digits"],
+        False),
+    "ltx-predict": (
+        "Prints the top-k classes (by name where the dataset's class names are known, else "
+        "by index) and their probabilities for your own images with the final predictor of a "
+        "finished workdir. Positional arguments are image files or folders (every image file "
+        "directly in a folder); images are converted to the dataset's channels and input size "
+        "as in evaluation. --prior corrects the prediction for a known test class prior.",
+        ["ltx-predict --workdir=<finished workdir> <image or folder> [<image or folder> ...] "
+         "[--top_k=K] [--prior=p0,p1,...]",
+         "ltx-predict --workdir=/tmp/ltx/digits my_digits/ --top_k=3"],
+        False),
+    "ltx-stats": (
+        "Prints one JSON object with the trainable parameters and forward GFLOPs per image of "
+        "the model a config describes (no data is read, nothing is trained) or of a finished "
+        "workdir's final predictor. --xla adds XLA's own flop count of the lowered model.",
+        ["ltx-stats --config=<config.py>[:<key>=<value>,...] [--config.<field>=<value> ...] "
+         "[--xla]",
+         "ltx-stats --workdir=<finished workdir> [--xla]",
+         "ltx-stats --config=configs/imagenet_lt_balpoe.py:arch=resnet50"],
+        True),
+    "ltx-import": (
+        "Converts a checkpoint of the reference code or torchvision (a torch.save .pth/.pt "
+        "file, read without PyTorch; .safetensors or .npz) onto the model a config describes "
+        "and writes it as a new ltx workdir (config.json, a step-0 checkpoint and "
+        "import_report.json: what was copied, what was skipped and why), which ltx-eval, "
+        "ltx-predict and ltx-stats then use as if ltx had trained it. Every ltx variable must "
+        "be filled. A multi-stage config is imported into one stage (--stage, default the "
+        "last).",
+        ["ltx-import --config=<config.py>[:<key>=<value>,...] --checkpoint=<file> "
+         "--workdir=<new dir> [--stage=<stage>]",
+         "ltx-import --config=configs/imagenet_lt_ce.py:arch=resnet10 "
+         "--config.model.head=linear --checkpoint=resnet10.pth --workdir=runs/resnet10"],
+        True),
+    "ltx-prepare": (
+        "Prepares datasets once, offline. 'cifar10' and 'cifar100' read the official CIFAR "
+        "tarball (python or binary version; its SHA-256 is checked against the published one) "
+        "into <data_dir>/cifar10 or cifar100, which the CIFAR configs read. 'folders <root>' "
+        "writes the list files (train.txt, test.txt, val.txt, classes.txt) of a "
+        "<root>/{train,val,test}/<class>/<image> tree for configs/custom_lt.py. 'records' "
+        "stores the images of list files as ArrayRecord shards of pre-resized images "
+        "(config.data.source='records').",
+        ["ltx-prepare cifar10 | cifar100 [--tarball=<cifar-*-python.tar.gz>] "
+         "[--data_dir=<dir>] [--accept_unofficial_tarball]",
+         "ltx-prepare folders <root> [--list_dir=<dir>]",
+         "ltx-prepare records --root=<images> --list_dir=<lists> --out=<dir> "
+         "[--shorter_side=256] [--quality=95] [--workers=N]",
+         "ltx-prepare cifar100 --tarball=~/Downloads/cifar-100-python.tar.gz"],
+        False),
+    "ltx-sweep": (
+        "Trains a grid of runs (config files x config arguments x --config overrides x seeds) "
+        "under one root folder, resuming unfinished runs and skipping finished ones, then "
+        "writes the table of their mean and standard deviation over seeds (table.md, table.csv, "
+        "table.json). Each entry of --configs may carry config arguments "
+        "(configs/x.py:mixup=0.4); --args adds an axis of them, --set an axis of overrides.",
+        ["ltx-sweep --root=<dir> --configs=<config.py>[:<key>=<value>],... --seeds=1,2,3 "
+         "[--args=<key>=v1,v2] [--set=<dotted.field>=v1,v2] [--parallel=N] [--eval] [--pack]",
+         "ltx-sweep --root=<dir> --table"],
+        True),
+}
+HELP_ARGUMENTS = ("--help", "-help", "-h", "--helpshort", "-?", "--helpfull")
+
+
+def help_text(tool: str, *, full: bool = False) -> str:
+    """What `<tool> --help` prints: what the tool does, its usage (positional arguments and
+    subcommands included), how config arguments work where it takes them, and its flags
+    (`full`: every flag defined, absl's and JAX's included)."""
+    import textwrap
+
+    from absl import flags
+    about, usage, config = HELP[tool]
+    # Usage lines have placeholders (<...>); the others are examples.
+    examples = [line for line in usage if "<" not in line]
+    lines = [textwrap.fill(f"{tool}: {about}", 79), "", "Usage:"]
+    lines += ["  " + line for line in usage if line not in examples]
+    if examples:
+        lines += ["", "Examples:"] + ["  " + line for line in examples]
+    if config:
+        lines += ["", textwrap.fill(CONFIG_ARGUMENTS, 79)]
+    if full:
+        listed = flags.FLAGS.get_help()
+    else:
+        # The tool's own flags (`key_flags` registers them for the program name).
+        listed = flags.FLAGS.module_help(sys.argv[0]).strip().split("\n", 1)[-1]
+    lines += ["", "Flags:", listed.rstrip()]
+    if not full:
+        lines += ["", "--helpfull lists every flag (absl's and JAX's too)."]
+    return "\n".join(lines)
+
+
 def run(tool: str, main, argv=None) -> None:
-    """`absl.app.run(main)` with the error convention of the module docstring."""
+    """`absl.app.run(main)` with the error convention of the module docstring; `--help` (and
+    -h, --helpshort, --helpfull) prints `help_text` and exits 0."""
     from absl import app, flags
+
+    args = sys.argv if argv is None else argv
+    asked = [a for a in args[1:args.index("--") if "--" in args else None]
+             if a in HELP_ARGUMENTS]
+    if asked and tool in HELP:
+        print(help_text(tool, full="--helpfull" in asked), flush=True)
+        sys.exit(0)
 
     def parse(args):
         try:
@@ -56,8 +191,9 @@ def run(tool: str, main, argv=None) -> None:
             fail(tool, _without_traceback(str(err)), hint=False)
         except (AttributeError, KeyError) as err:  # A --config.<key> override of no field.
             overrides = [a.split("=")[0] for a in args[1:] if a.startswith("--config.")]
-            fail(tool, f"a --config override names a field the config does not have "
-                 f"({str(err).strip(chr(34))}); overrides given: {overrides}", hint=False)
+            fail(tool, _unknown_override(args, overrides)
+                 or f"a --config override names a field the config does not have "
+                    f"({str(err).strip(chr(34))}); overrides given: {overrides}", hint=False)
 
     def guarded(args):
         from absl import logging
@@ -90,6 +226,22 @@ def config_flag(name: str = "config"):
     if not os.path.isfile(path):
         raise FileNotFoundError(f"--{name}={spec!r}: the config file {path!r} does not exist")
     return flags.FLAGS[name].value
+
+
+def _unknown_override(args, overrides) -> str | None:
+    """One line naming the first override of `overrides` that `--config=<file>[:<arg>]` of
+    `args` has no field for, with the close field names (`config_lib.unknown_override`); None
+    when the config cannot be loaded to tell."""
+    from ltx import config_lib
+    spec = next((a.split("=", 1)[1] for a in args[1:] if a.startswith("--config=")), None)
+    if spec is None:
+        return None
+    path, _, arg = spec.partition(":")
+    try:
+        config = config_lib.load_config_file(path, arg or None)
+    except Exception:  # noqa: BLE001 (the flag parser reports a config that does not load)
+        return None
+    return config_lib.unknown_override(config, overrides)
 
 
 def _without_traceback(message: str) -> str:
@@ -228,8 +380,10 @@ def predict(argv=None) -> None:
         images = [name for path in paths for name in predict_lib.image_files(path)]
         predictor = predict_lib.Predictor.from_workdir(workdir, step=f.step)
         images, probs = predictor.predict_paths(images, prior)
+        names = predictor.class_names  # Shown where the dataset names its classes.
         for name, best in zip(images, predict_lib.top_k(probs, f.top_k)):
-            print(f"{name}: " + ", ".join(f"{c} ({p:.3f})" for c, p in best))
+            print(f"{name}: " + ", ".join(f"{predict_lib.class_label(c, names)} ({p:.3f})"
+                                          for c, p in best))
 
     run("ltx-predict", main, argv)
 
@@ -262,12 +416,31 @@ def stats(argv=None) -> None:
         if f.workdir:
             print(json.dumps(stats_lib.workdir_stats(f.workdir, xla=f.xla)))
         else:
-            from ltx import config_check
             config = config_flag()
-            config_check.check(config)
+            _check_without_data(config)
             print(json.dumps(stats_lib.config_stats(config, xla=f.xla)))
 
     run("ltx-stats", main, argv)
+
+
+# The config fields that say where the data lies: ltx-stats --config reads no data, so an empty
+# or missing one is no problem there.
+_DATA_LOCATIONS = ("data.root", "data.list_dir", "data.data_dir", "data.records_dir",
+                   "data.tfds_data_dir")
+
+
+def _check_without_data(config) -> None:
+    """`config_check.check` of a config whose data is never read (`ltx-stats --config`): every
+    problem but those of the data's location. (The model is then built by `config_stats`
+    itself, so the built tier adds nothing here.)"""
+    import re
+
+    from ltx import config_check
+    location = re.compile(r"(^|: )config\.(" + "|".join(re.escape(k) for k in _DATA_LOCATIONS)
+                          + r")[ =]")
+    found = [p for p in config_check.problems(config, built=False) if not location.search(p)]
+    if found:
+        raise config_check.ConfigError(found)
 
 
 # -- ltx-import -------------------------------------------------------------------------------
@@ -325,6 +498,9 @@ def prepare(argv=None) -> None:
         flags.DEFINE_integer("quality", 95, "records: JPEG quality of the stored images.")
         flags.DEFINE_integer("workers", -1, "records: decoding processes (-1: one per core "
                              "but one; 0: this process).")
+        flags.DEFINE_bool("accept_unofficial_tarball", False, "cifar10/cifar100: prepare a "
+                          "tarball whose SHA-256 is not the published one (a dataset of your "
+                          "own in CIFAR's format); refused otherwise.")
         key_flags(__name__)
 
     def main(argv):
@@ -339,10 +515,14 @@ def prepare(argv=None) -> None:
                              f"'folders <root>' or 'records'; got {names}: ltx-prepare cifar100 "
                              "--tarball=cifar-100-python.tar.gz")
         f = flags.FLAGS
-        folder = cifar.prepare(names[0], tarball=f.tarball, data_dir=f.data_dir)
+        folder = cifar.prepare(names[0], tarball=f.tarball, data_dir=f.data_dir,
+                               official_only=not f.accept_unofficial_tarball)
         info = files.read_json(files.join(folder, "info.json"))
         print(f"Prepared {info['dataset']} in {folder} from {info['tarball']}: "
               f"{info['counts']['train']} train and {info['counts']['test']} test images.")
+        if not info["official"]:
+            print(f"Note: {info['tarball']} is not an official CIFAR tarball (SHA-256 "
+                  f"{info['sha256']}); accepted by {cifar.ACCEPT_FLAG}.")
 
     run("ltx-prepare", main, argv)
 
@@ -419,6 +599,8 @@ def sweep(argv=None) -> None:
         flags.DEFINE_bool("one_device_each", False, "Give run k of those in flight device k "
                           "only (hosts with several accelerators).")
         flags.DEFINE_bool("eval", False, "Also run ltx-eval (shifted test distributions).")
+        flags.DEFINE_bool("pack", False, "Train the seeds of each cell as one process and one "
+                          "program (ltx.packed; the same workdirs and table).")
         flags.DEFINE_bool("table", False, "Only tabulate --root; train nothing.")
         flags.mark_flag_as_required("root")
         key_flags(__name__)
@@ -436,7 +618,7 @@ def sweep(argv=None) -> None:
                 raise ValueError(f"--seeds={','.join(f.seeds)}; expected integers") from None
             runs = sweep_lib.grid(f.configs, seeds, args=f.args, overrides=f.set)
             status = sweep_lib.run_grid(runs, f.root, parallel=f.parallel, evaluate=f.eval,
-                                        one_device_each=f.one_device_each)
+                                        one_device_each=f.one_device_each, pack=f.pack)
             failed = [w for w, s in status.items() if s.startswith("failed")]
         rows = sweep_lib.write_table(f.root)
         print(sweep_lib.format_markdown(rows))
@@ -454,6 +636,13 @@ TOOLS = {"eval": evaluate, "predict": predict, "stats": stats, "import": import_
 
 def _dispatch() -> None:
     """`python -m ltx.cli <tool> [flags]`."""
+    if len(sys.argv) == 2 and sys.argv[1] in HELP_ARGUMENTS:
+        print("python -m ltx.cli <tool> [flags]: the command-line tools without the console "
+              "scripts; `python -m ltx.cli <tool> --help` describes one.\n\nTools:")
+        for tool in TOOLS:
+            print(f"  {tool:<8} (ltx-{tool})")
+        print("ltx-train is `python -m ltx.train`.")
+        sys.exit(0)
     if len(sys.argv) < 2 or sys.argv[1] not in TOOLS:
         fail("ltx.cli", f"expected a tool, one of {sorted(TOOLS)}: python -m ltx.cli <tool> "
              "[flags]")

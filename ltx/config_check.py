@@ -173,6 +173,13 @@ def _static_problems(config) -> list[str]:
                 "data.augment.flip", "data.augment.on_device"):
         c.boolean(key)
 
+    c.choice("pack.form", ("auto", "scan", "vmap"), required=False)
+    seeds = c.get("pack.seeds")
+    if seeds not in (_MISSING, None) and (
+            not isinstance(seeds, (tuple, list)) or len(set(seeds)) != len(seeds)
+            or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)):
+        c.bad("pack.seeds", seeds, "distinct integer seeds, e.g. (1, 2, 3)")
+
     if c.get("tensorboard") is True and importlib.util.find_spec("tensorboardX") is None:
         c.found.append("config.tensorboard=True needs tensorboardX, which is not installed: "
                        "pip install -e '.[tensorboard]'")

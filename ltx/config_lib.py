@@ -1,7 +1,18 @@
-"""Config defaults shared by every file in configs/; each experiment overrides what its paper sets."""
+"""Config defaults shared by every file in configs/; each experiment overrides what its paper sets.
 
-import contextvars
+A config file reads top to bottom: its arguments, the recipe at the paper's length, then that
+recipe moved to the `epochs` asked for and, for `tiny=1`, shrunk:
+
+    def get_config(arg=None):
+        args = config_lib.parse_arg(arg, ir=100.0, epochs=200)  # Also `tiny` (0 or 1).
+        c = config_lib.cifar_lt_config(dataset="cifar100_lt", imbalance_ratio=args["ir"], ...)
+        c.method = balpoe.method_config((1.0, 0.0, -1.0))
+        c = config_lib.scale_epochs(c, args["epochs"])
+        return config_lib.shrink(c) if args["tiny"] else c
+"""
+
 import copy
+import difflib
 import functools
 import importlib.util
 import os
@@ -10,6 +21,18 @@ import ml_collections
 
 # The keys of `config.stages.<name>` that link stages instead of overriding the config.
 LINK_KEYS = ("init_from", "teacher_from")
+
+
+def from_json(raw: dict) -> ml_collections.ConfigDict:
+    """The ConfigDict of a config written as JSON (config.json): JSON's lists back to tuples."""
+    def tuples(x):
+        if isinstance(x, dict):
+            return {k: tuples(v) for k, v in x.items()}
+        if isinstance(x, list):
+            return tuple(tuples(v) for v in x)
+        return x
+
+    return ml_collections.ConfigDict(tuples(raw))
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -25,6 +48,11 @@ def base_config() -> ml_collections.ConfigDict:
     # ~/.cache/ltx/jax; 'off' disables it.
     c.compile_cache_dir = ""
     c.distributed = False  # jax.distributed.initialize() for multi-host (or LTX_DISTRIBUTED=1).
+    # Packed runs (ltx.packed): these seeds trained as one program, run k in <workdir>/seed<k>;
+    # form 'scan' (one run after another in the program), 'vmap' or 'auto' (scan on CPU).
+    c.pack = ml_collections.ConfigDict()
+    c.pack.seeds = ()
+    c.pack.form = "auto"
 
     c.data = ml_collections.ConfigDict()
     c.data.name = ""  # A dataset helper below sets it with its family's fields.
@@ -71,7 +99,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.init_checkpoint = ""
 
     # The method's fields come from its home's config helper (e.g.
-    # `ltx.methods.balpoe.method_config`, `ltx.methods.ride.config.method_config`).
+    # `ltx.methods.balpoe.method_config`, `ltx.methods.ride.config.method_config`). A field named
+    # `*_epoch` is an epoch of the schedule (`scale_epochs` moves it with `epochs=N`).
     c.method = ml_collections.ConfigDict()
     c.method.name = ""
 
@@ -216,37 +245,158 @@ def load_config_file(path: str, arg: str | None = None) -> ml_collections.Config
     return module.get_config(arg)
 
 
-_TINY = contextvars.ContextVar("ltx_tiny_config", default=False)
-# Config arguments that a `tiny=1` config sets to 1 unless they are given.
-_TINY_ARGUMENTS = ("epochs", "expert_epochs")
+# -- config arguments: `--config=<file>:key=value,...` -------------------------------------------
+
+# Arguments that every config takes: `tiny` (0 or 1; `shrink`) and, declared by the config with
+# its recipe's length as the default, `epochs` (`scale_epochs`).
+TINY = "tiny"
+EPOCHS = "epochs"
 
 
-def parse_arg(arg: str | None, **defaults):
+def _close(word: str, names) -> str:
+    matches = difflib.get_close_matches(word, [str(n) for n in names], n=3, cutoff=0.6)
+    return f"; did you mean {' or '.join(repr(m) for m in matches)}?" if matches else ""
+
+
+def parse_arg(arg: str | None, **defaults) -> dict:
     """Parses 'key=value,key=value' config arguments into a dict of typed values.
 
-    Example: `get_config('ir=50')`, or on the command line `--config=configs/x.py:ir=50`. Inside
-    a `tiny=1` config (`tiny_option`) the epoch arguments default to 1.
+    Example: `get_config('ir=50')`, or on the command line `--config=configs/x.py:ir=50`.
+    `defaults` names the config's arguments and their types; `tiny` (0 or 1) is added to every
+    config's (the dict holds it as a bool). With `tiny=1` an `epochs` argument that is not given
+    is 1, so that the config's `scale_epochs` makes every stage at most one epoch.
     """
-    values = dict(defaults)
-    if _TINY.get():
-        values.update({k: type(defaults[k])(1) for k in _TINY_ARGUMENTS if k in defaults})
+    if TINY in defaults:
+        raise ValueError(f"config argument {TINY!r} is every config's (parse_arg adds it); "
+                         "a config must not declare it")
+    types = dict(defaults, **{TINY: 0})
+    values, given = dict(defaults), set()
     for item in filter(None, (arg or "").split(",")):
         key, sep, value = item.partition("=")
-        if not sep or key not in defaults:
+        if not sep or key not in types:
             raise ValueError(f"config argument {item!r}; expected key=value with key in "
-                             f"{sorted(defaults)}")
+                             f"{sorted(types)}" + ("" if not sep else _close(key, types)))
         try:
-            values[key] = type(defaults[key])(value)
+            values[key] = type(types[key])(value)
         except ValueError:
             raise ValueError(f"config argument {item!r}; expected a "
-                             f"{type(defaults[key]).__name__} value for {key}") from None
+                             f"{type(types[key]).__name__} value for {key}") from None
+        given.add(key)
+    tiny = values.pop(TINY, 0)
+    if tiny not in (0, 1):
+        raise ValueError(f"config argument tiny={tiny}; expected tiny=0 or tiny=1")
+    values[TINY] = bool(tiny)
+    if EPOCHS in defaults:
+        if tiny and EPOCHS not in given:
+            values[EPOCHS] = type(defaults[EPOCHS])(1)
+        if values[EPOCHS] < (0 if EPOCHS not in given else 1):  # 0 may mean "the recipe's".
+            raise ValueError(f"config argument epochs={values[EPOCHS]}; expected an integer "
+                             ">= 1")
     return values
 
 
+# -- the length of a recipe ------------------------------------------------------------------
+
+# The fields that count epochs, relative to the config or to a stage's overrides: lengths and
+# periods (at least 1 once scaled; 0 stays 0: off / only at the end), epoch indices (0-indexed;
+# -1 stays -1: every epoch), the decay points (those that reach 0 are dropped). A method field
+# named `*_epoch` is an epoch of the training schedule where the method switches (DRW's
+# `drw_epoch`, RIDE's `reweight_epoch`, ALA's `router_epoch`) and scales with it; fields named
+# `*_epochs` inside `method` are the lengths of other loops (CBE's fusion calibration) and do not.
+_PERIODS = ("eval.every_epochs", "checkpoint.every_epochs")
+_INDICES = ("mixup_epochs", "schedule.warmup_epochs")
+
+
+def _scale(epoch, num: int, den: int):
+    """`epoch * num / den` rounded down (exactly for integers)."""
+    if isinstance(epoch, bool) or not isinstance(epoch, (int, float)):
+        raise ValueError(f"{epoch!r} is not a number of epochs")
+    if isinstance(epoch, int):
+        return epoch * num // den
+    return epoch * num / den
+
+
+def _node(tree, dotted: str):
+    """(parent, key) of `dotted` in `tree` (a ConfigDict or dict), or (None, None) if absent."""
+    *parents, key = dotted.split(".")
+    for name in parents:
+        if name not in tree:
+            return None, None
+        tree = tree[name]
+    return (tree, key) if key in tree else (None, None)
+
+
+def _scale_fields(tree, num: int, den: int) -> None:
+    """Scales the epoch fields present in `tree` (the config or a stage's overrides) by
+    num / den, in place."""
+    for dotted in _PERIODS:
+        parent, key = _node(tree, dotted)
+        if parent is not None and parent[key] > 0:
+            parent[key] = max(_scale(parent[key], num, den), 1)
+    for dotted in _INDICES:
+        parent, key = _node(tree, dotted)
+        if parent is not None and parent[key] > 0:
+            parent[key] = _scale(parent[key], num, den)
+    parent, key = _node(tree, "schedule.decay_epochs")
+    if parent is not None:
+        parent[key] = tuple(e for e in (_scale(e, num, den) for e in parent[key]) if e > 0)
+    method = tree.get("method")
+    for key in (() if method is None else method.keys()):
+        if key.endswith("_epoch") and not isinstance(method[key], bool) and method[key] > 0:
+            method[key] = _scale(method[key], num, den)
+
+
+def scale_epochs(c: ml_collections.ConfigDict, num_epochs: int, *,
+                 keep_stages=()) -> ml_collections.ConfigDict:
+    """Moves a recipe written for `c.num_epochs` epochs to `num_epochs` (the `epochs=N` config
+    argument). In place; returns `c`.
+
+    Every field that counts epochs is multiplied by num_epochs / c.num_epochs and rounded down:
+    the warmup, the decay epochs (those that reach 0 are dropped), the end of Mixup
+    (`mixup_epochs`), the method's switches (`method.*_epoch`: DRW, RIDE's re-weighting, ALA's
+    router), the evaluation and checkpoint periods (at least 1), and in a multi-stage config each
+    stage's own length (at least 1) and schedule. Rounding down keeps every switch that came
+    before the end of the recipe before the end of the shorter run. A stage in `keep_stages`
+    keeps its overrides as written (lengths the config's arguments gave explicitly, e.g. CBE's
+    `expert_epochs`). `num_epochs` equal to the recipe's changes nothing.
+    """
+    if isinstance(num_epochs, bool) or not isinstance(num_epochs, int) or num_epochs < 1:
+        raise ValueError(f"epochs={num_epochs!r}; expected an integer >= 1")
+    reference = c.num_epochs
+    if isinstance(reference, bool) or not isinstance(reference, int) or reference < 1:
+        raise ValueError(f"config.num_epochs={reference!r}; expected the recipe's length, an "
+                         "integer >= 1")
+    unknown = sorted(set(keep_stages) - set(c.get("stage_order", ())))
+    if unknown:
+        raise ValueError(f"keep_stages={tuple(keep_stages)} names {unknown}, not stages of "
+                         f"config.stage_order={tuple(c.get('stage_order', ()))}")
+    if num_epochs == reference:
+        return c
+    _scale_fields(c, num_epochs, reference)
+    c.num_epochs = num_epochs
+    for name in c.get("stage_order", ()):
+        stage = c.stages[name]
+        if name in keep_stages:
+            continue
+        _scale_fields(stage, num_epochs, reference)
+        if "num_epochs" in stage:
+            stage.num_epochs = max(_scale(stage.num_epochs, num_epochs, reference), 1)
+    return c
+
+
+# The trunk a `tiny=1` config trains instead of a deeper ImageNet one: one block per stage, as the
+# tiny CIFAR ResNet-32 (its stem and stage layout are the same, so trunk splits, frozen stages
+# and expert widths keep their meaning).
+TINY_IMAGENET_ARCH = "resnet10"
+
+
 def shrink(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """The `tiny=1` version of a config (big_vision's `runlocal`): a 1-block CIFAR trunk at a
-    quarter of the widths (ImageNet trunks: a quarter of the planes), stages of at most one epoch,
-    no periodic evaluation, synchronous checkpoints. For tests and smoke runs; in place."""
+    """The `tiny=1` version of a built config (big_vision's `runlocal`): one block per stage (the
+    CIFAR ResNet-32 with 1 block per stage, the ImageNet trunks ResNet-10) at a quarter of the
+    widths, no stage longer than the config (`tiny=1` alone: one epoch each, the schedule
+    rescaled by `scale_epochs`), no periodic evaluation, synchronous checkpoints at least every
+    epoch of a stage. The data are the config's. For tests and smoke runs; in place, returns
+    `c`."""
     def quarter(widths):
         return tuple(max(int(w) // 4, 2) for w in widths)
 
@@ -255,6 +405,8 @@ def shrink(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
             model.widths = quarter(model.widths)
         if "blocks_per_stage" in model:
             model.blocks_per_stage = 1
+        if model.get("name", "resnet32") != "resnet32":
+            model.name = TINY_IMAGENET_ARCH
 
     shrink_model(c.model)
     c.eval.every_epochs = 0
@@ -264,7 +416,7 @@ def shrink(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         if "model" in stage:
             shrink_model(stage.model)
         if "num_epochs" in stage:
-            stage.num_epochs = min(int(stage.num_epochs), 1)
+            stage.num_epochs = min(int(stage.num_epochs), int(c.num_epochs))
         if "eval" in stage and "every_epochs" in stage.eval:
             stage.eval.every_epochs = 0
         if "checkpoint" in stage and "every_epochs" in stage.checkpoint:
@@ -273,59 +425,83 @@ def shrink(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 
 def tiny_option(get_config):
-    """Decorator of a config file's `get_config(arg)`: adds the config argument `tiny` (0 or 1)
-    to every config; `tiny=1` gives `shrink` of the config, with epoch arguments defaulting to 1
-    (e.g. `--config=configs/digits_lt_ride.py:tiny=1`)."""
+    """Decorator of a config file's `get_config(arg)` that declares neither `tiny` nor `epochs`
+    itself (`parse_arg` and `scale_epochs` are the explicit way): takes both arguments off
+    `arg`, builds the config from the rest, then `scale_epochs` to `epochs` (with `tiny=1` and
+    no `epochs`: 1) and, with `tiny=1`, `shrink`."""
     @functools.wraps(get_config)
     def wrapped(arg=None):
         items = [item for item in (arg or "").split(",") if item]
-        tiny_items = [item for item in items if item.partition("=")[0] == "tiny"]
-        rest = ",".join(item for item in items if item.partition("=")[0] != "tiny")
-        tiny = False
-        for item in tiny_items:
-            value = item.partition("=")[2]
-            if value not in ("0", "1"):
-                raise ValueError(f"config argument {item!r}; expected tiny=0 or tiny=1")
-            tiny = value == "1"
-        token = _TINY.set(tiny)
-        try:
-            c = get_config(rest or None)
-        finally:
-            _TINY.reset(token)
-        return shrink(c) if tiny else c
+        ours = parse_arg(",".join(i for i in items if i.partition("=")[0] in (TINY, EPOCHS)),
+                         epochs=0)
+        c = get_config(",".join(i for i in items
+                                if i.partition("=")[0] not in (TINY, EPOCHS)) or None)
+        c = scale_epochs(c, ours[EPOCHS] or c.num_epochs)
+        return shrink(c) if ours[TINY] else c
     return wrapped
+
+
+# -- --config.<key>=<value> overrides ---------------------------------------------------------
+
+def unknown_override(config: ml_collections.ConfigDict, overrides) -> str | None:
+    """One line naming the first of `overrides` (flags `--config.a.b=v` or dotted keys `a.b`)
+    that names no field of `config`, with the closest field names; None if every one exists.
+
+    ml_collections reports such a key as a KeyError whose text is an escaped repr with a
+    literal newline; `ltx.cli` shows this line instead.
+    """
+    for override in overrides:
+        key = override.split("=", 1)[0]
+        key = key[len("--config."):] if key.startswith("--config.") else key
+        node, path = config, "config"
+        for name in key.split("."):
+            if not isinstance(node, (ml_collections.ConfigDict, dict)) or name not in node:
+                fields = list(node.keys()) if isinstance(node, (ml_collections.ConfigDict,
+                                                                dict)) else []
+                what = (f"{path} has no field {name!r}" if fields else
+                        f"{path} is a value, not a group of fields")
+                return f"--config.{key}: {what}{_close(name, fields)}"
+            node, path = node[name], f"{path}.{name}"
+    return None
 
 
 def digits_lt_config(*, imbalance_ratio: float = 10.0, mixup_alpha: float = 0.0,
                      num_epochs: int = 60):
-    """digits-LT with BalPoE's CIFAR recipe scaled to 8x8 images and a short schedule, on the
-    CIFAR ResNet-32; the method is the config's (`c.method = ...`)."""
+    """digits-LT with BalPoE's CIFAR recipe scaled to 8x8 images and a 60-epoch schedule
+    (warmup 5, x0.1 at 48 and 54), on the CIFAR ResNet-32, moved to `num_epochs` by
+    `scale_epochs`; the method is the config's (`c.method = ...`)."""
     c = add_cifar_resnet(add_fixed_size_data(base_config(), "digits_lt",
                                              imbalance_ratio=imbalance_ratio))
     c.data.augment.crop_padding = 1
     c.data.augment.flip = False
     c.mixup_alpha = mixup_alpha
-    c.num_epochs = num_epochs
+    c.num_epochs = 60
     c.batch_size = 64
-    # Very short runs (a smoke test of a few epochs) drop decay points that round to epoch 0.
-    c.schedule.decay_epochs = tuple(e for e in (int(0.8 * num_epochs), int(0.9 * num_epochs))
-                                    if e > 0)
-    c.eval.every_epochs = max(num_epochs // 4, 1)
+    c.schedule.warmup_epochs = 5
+    c.schedule.decay_epochs = (48, 54)
+    c.eval.every_epochs = 15
     c.eval.batch_size = 100
-    c.checkpoint.every_epochs = max(num_epochs // 4, 1)
+    c.checkpoint.every_epochs = 15
     c.log_every_steps = 50
-    return c
+    return scale_epochs(c, num_epochs)
 
 
 def cifar_lt_config(*, dataset: str, imbalance_ratio: float, mixup_alpha: float,
                     rotation: float = 15.0):
     """The standard 200-epoch CIFAR-LT schedule of SADE/BalPoE (docs/methods/balpoe.md) on the
-    CIFAR ResNet-32; the method is the config's (`c.method = ...`)."""
+    CIFAR ResNet-32: SGD lr 0.1 at batch 128 (momentum 0.9, Nesterov, weight decay 5e-4),
+    warmup 5, x0.1 at 160 and 180. The method is the config's (`c.method = ...`); a config
+    changes what its paper changes and moves the recipe to its `epochs` with `scale_epochs`."""
     c = add_cifar_resnet(add_fixed_size_data(base_config(), dataset,
                                              imbalance_ratio=imbalance_ratio))
     c.data.augment.rotation = rotation
     c.data.num_workers = 2
     c.mixup_alpha = mixup_alpha
+    c.num_epochs = 200
+    c.batch_size = 128
+    c.optimizer.update(dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4))
+    c.schedule.update(dict(name="multistep", warmup_epochs=5, decay_epochs=(160, 180),
+                           decay_factor=0.1))
     c.eval.every_epochs = 20
     c.eval.batch_size = 1024
     return c

@@ -69,7 +69,8 @@ def metric_report(expert_logits: np.ndarray, logits: np.ndarray, labels: np.ndar
 
     Returns:
       top1_{all,many,medium,few}, top1_samples (plain sample accuracy), nll, ece, mce, brier and
-      top1_expert{k}; percentages except nll and brier. Groups with no classes give NaN.
+      top1_expert{k}; percentages except nll and brier. Groups with no classes give NaN
+      (null in the JSON files, `UNDEFINED` in the tables).
     """
     predictions = logits.argmax(-1)
     groups = metrics.shot_group_accuracy(predictions, labels, class_counts,
@@ -89,17 +90,29 @@ def metric_report(expert_logits: np.ndarray, logits: np.ndarray, labels: np.ndar
     return report
 
 
+UNDEFINED = "-"  # How every ltx table shows an undefined metric (null in JSON, NaN in memory).
+
+
+def format_value(value, digits: int = 2) -> str:
+    """`value` with `digits` decimals, or UNDEFINED for None or NaN (e.g. the accuracy of a shot
+    group with no class): the mark ltx-eval's report.md and ltx-sweep's tables show too."""
+    if value is None or (isinstance(value, (float, np.floating)) and np.isnan(value)):
+        return UNDEFINED
+    return f"{value:.{digits}f}"
+
+
 def format_table(rows: dict[str, dict[str, float]]) -> str:
-    """A fixed-width text table: one row per split, the headline columns."""
+    """A fixed-width text table: one row per split, the headline columns (metrics as
+    `metric_report` returns them, or as final_metrics.json stores them, None for undefined)."""
     columns = ["top1_all", "top1_many", "top1_medium", "top1_few", "nll", "ece", "mce"]
     header = f"{'split':<8}" + "".join(f"{c:>12}" for c in columns)
     lines = [header, "-" * len(header)]
     for name, report in rows.items():
-        lines.append(f"{name:<8}" + "".join(f"{report[c]:>12.2f}" for c in columns))
+        lines.append(f"{name:<8}" + "".join(f"{format_value(report[c]):>12}" for c in columns))
     experts = [k for k in next(iter(rows.values())) if k.startswith("top1_expert")]
     if len(experts) > 1:
         for name, report in rows.items():
             lines.append(f"{name} per-expert top1_all: "
-                         + ", ".join(f"{report[k]:.2f}" for k in experts))
+                         + ", ".join(format_value(report[k]) for k in experts))
     return "\n".join(lines)
 

@@ -8,7 +8,8 @@ signals and a second trainer on the same workdir.
   `jax.distributed` orbax's preemption sync point decides, so that every host saves the same step.
 - `WorkdirLock`: an exclusive `flock` on `<workdir>/.lock` held while a run trains; a second
   trainer on the same workdir is refused at once (`WorkdirBusy`). The kernel drops the lock when
-  its process dies, so a killed run never leaves a stale lock behind.
+  its process dies, so a killed run never leaves a stale lock behind. `ltx-train` asks
+  `check_workdir_free` before it reads data or starts JAX, so the refusal takes no setup time.
   An object store (a `gs://` workdir) has no lock: there `.lock` records the holder's host and
   process, a second trainer started on the same host while that process lives is refused, and
   one started on another host takes the workdir over with a warning naming the holder (a pod
@@ -57,17 +58,7 @@ class WorkdirLock:
             return self._enter_object_store()
         files.makedirs(self.workdir or ".")
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as err:
-            holder = os.read(fd, 64).decode(errors="replace").strip() or "another process"
-            os.close(fd)
-            if err.errno in (errno.EAGAIN, errno.EACCES):
-                raise WorkdirBusy(
-                    f"workdir {self.workdir!r} is being trained by process "
-                    f"{holder} (it holds {self.path}); wait for it or use another --workdir"
-                ) from None
-            raise
+        _flock_or_busy(fd, self.workdir, self.path)
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
         self._fd = fd
@@ -75,13 +66,8 @@ class WorkdirLock:
 
     def _enter_object_store(self) -> "WorkdirLock":
         owner = f"{socket.gethostname()} {os.getpid()}"
-        holder = files.read_text(self.path).strip() if files.isfile(self.path) else ""
-        host, _, pid = holder.partition(" ")
-        if holder and host == socket.gethostname() and pid.isdigit() and _alive(int(pid)):
-            raise WorkdirBusy(f"workdir {self.workdir!r} is being trained by process {pid} "
-                              f"on this host (it wrote {self.path}); wait for it or use "
-                              "another --workdir")
-        if holder and host != socket.gethostname():
+        holder = _object_store_holder(self.workdir, self.path)
+        if holder and holder.partition(" ")[0] != socket.gethostname():
             print(f"Warning: {self.path} names {holder!r} (host, process) as training this "
                   "workdir; an object store has no lock, so ltx takes it over, assuming that "
                   "run has ended", flush=True)
@@ -98,6 +84,60 @@ class WorkdirLock:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
+
+
+def check_workdir_free(workdir: str) -> None:
+    """WorkdirBusy naming the holder if a trainer holds the lock of `workdir` or of one of its
+    folders (a multi-stage run trains each stage in `<workdir>/<stage>`); else nothing.
+
+    What an entry point calls before it reads any data or starts JAX, so that a busy workdir is
+    refused at once rather than after the setup. It creates and writes nothing (a workdir that
+    does not exist is free) and keeps no lock: the trainer's `WorkdirLock` still decides, so a
+    second trainer that starts between this check and that lock is refused there.
+    """
+    if not workdir or not files.isdir(workdir):
+        return
+    folders = [workdir] + [files.join(workdir, name) for name in files.listdir(workdir)
+                           if files.isfile(files.join(workdir, name, LOCK_FILE))]
+    for folder in folders:
+        path = files.join(folder, LOCK_FILE)
+        if not files.is_local(path):
+            _object_store_holder(folder, path)
+            continue
+        try:
+            fd = os.open(files.expand(path), os.O_RDONLY)
+        except FileNotFoundError:
+            continue
+        _flock_or_busy(fd, folder, path, shared=True)  # Closes fd when it raises.
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def _flock_or_busy(fd: int, workdir: str, path: str, *, shared: bool = False) -> None:
+    """`flock`s `fd` without waiting (exclusively, or `shared`), or closes it and raises
+    WorkdirBusy naming the process written in the lock file."""
+    try:
+        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+    except OSError as err:
+        os.lseek(fd, 0, os.SEEK_SET)
+        holder = os.read(fd, 64).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        if err.errno in (errno.EAGAIN, errno.EACCES):
+            raise WorkdirBusy(
+                f"workdir {workdir!r} is being trained by process {holder} (it holds "
+                f"{path}); wait for it or use another --workdir") from None
+        raise
+
+
+def _object_store_holder(workdir: str, path: str) -> str:
+    """The '<host> <pid>' that an object-store workdir's lock file names ('' if none), or
+    WorkdirBusy when that is a live process of this host."""
+    holder = files.read_text(path).strip() if files.isfile(path) else ""
+    host, _, pid = holder.partition(" ")
+    if holder and host == socket.gethostname() and pid.isdigit() and _alive(int(pid)):
+        raise WorkdirBusy(f"workdir {workdir!r} is being trained by process {pid} on this host "
+                          f"(it wrote {path}); wait for it or use another --workdir")
+    return holder
 
 
 def _alive(pid: int) -> bool:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import builtins
 import json
+import math
 import os
 import posixpath
 import shutil
@@ -170,11 +171,43 @@ def write_text(path: PathLike, text: str | bytes) -> None:
         raise
 
 
+def json_safe(value: Any) -> Any:
+    """`value` with every NaN or infinite float replaced by None, NumPy scalars and arrays by
+    Python numbers and lists, and tuples by lists (dicts and lists are copied, not changed).
+
+    A metric that is undefined (the accuracy of a shot group with no class, a mean over no
+    image) is NaN in memory and null in ltx's JSON files: strict JSON has no NaN, and Python's
+    `json` would write a bare `NaN` that other readers (jq, JavaScript, pandas' strict modes)
+    refuse. Readers therefore meet None where a number is undefined.
+    """
+    import numpy as np  # Here: the command-line tools import this module before NumPy.
+
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return json_safe(value.tolist())
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    return value
+
+
+def dumps_json(value: Any, **dump_kwargs) -> str:
+    """Strict JSON text of `json_safe(value)` (no NaN or Infinity; `json.dumps` arguments)."""
+    return json.dumps(json_safe(value), allow_nan=False, **dump_kwargs)
+
+
 def write_json(path: PathLike, value: Any, **dump_kwargs) -> None:
-    """`write_text` of `json.dumps(value, **dump_kwargs)` (indent 2, sorted keys by default)."""
+    """`write_text` of `dumps_json(value, **dump_kwargs)` (indent 2, sorted keys by default):
+    strict JSON, an undefined (NaN) metric written as null."""
     dump_kwargs.setdefault("indent", 2)
     dump_kwargs.setdefault("sort_keys", True)
-    write_text(path, json.dumps(value, **dump_kwargs))
+    write_text(path, dumps_json(value, **dump_kwargs))
 
 
 def append_text(path: PathLike, text: str) -> None:

@@ -48,10 +48,10 @@ class JsonlWriter:
     def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
         record = {"step": int(step), "time": time.time()}
         record.update({k: _scalar(v) for k, v in scalars.items()})
-        self._write(json.dumps(record) + "\n")
+        self._write(files.dumps_json(record) + "\n")  # Strict: an undefined metric is null.
 
     def write_hparams(self, hparams: Mapping[str, Any]) -> None:
-        self._write(json.dumps({"hparams": hparams}, default=str) + "\n")
+        self._write(files.dumps_json({"hparams": hparams}, default=str) + "\n")
 
     def flush(self) -> None:
         if self._file is not None:

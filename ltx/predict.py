@@ -8,6 +8,7 @@ From Python:
     predictor = Predictor.from_workdir("runs/digits_lt_balpoe")
     probs = predictor.predict_proba(images)               # uint8 [N, H, W, C] -> float [N, C]
     probs = predictor.predict_proba(images, target_prior=prior)   # for a known test prior
+    predictor.class_names                                 # ['ant', 'bee', ...] or None
 
 Images are uint8 pixels 0..255, [H, W], [H, W, C] or a batch; they are converted to the dataset's
 channel count (grayscale <-> RGB, alpha dropped), brought to its input size like the evaluation
@@ -20,6 +21,10 @@ aggregation of the expert logits (BalPoE: their mean, the balanced posterior whe
 mean(lambda) = 0), RIDE's router cascade, ALA + MoE's distilled model, the fused class-balanced
 experts. A target prior goes through the method's test-prior correction (BalPoE: add its log);
 a method without one refuses a prior.
+
+Classes are shown by name where the dataset names them (`ltx.data.datasets.class_names`: the
+`classes.txt` of a custom dataset, the names in the CIFAR tarball, a TFDS dataset's label
+names, the digits), else by index.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ import jax
 import numpy as np
 
 from ltx import files, workdirs
-from ltx.data import augment
+from ltx.data import augment, datasets
 from ltx.data.image_lists import IMAGE_EXTENSIONS
 PRIOR_TOLERANCE = 1e-3
 
@@ -128,6 +133,9 @@ class Predictor:
         self.dataset = predictor.dataset
         self.num_classes = self.dataset.num_classes
         self.image_shape = tuple(self.dataset.image_shape)
+        # The dataset's class names (`datasets.class_names`), None where it names none.
+        names = datasets.class_names(predictor.config.data)
+        self.class_names = names if names and len(names) == self.num_classes else None
 
     @classmethod
     def from_workdir(cls, workdir: str, *, step: int | None = None,
@@ -173,6 +181,11 @@ class Predictor:
         """(image files, probabilities [N, C]) for image files and folders of images."""
         images = [f for path in paths for f in image_files(path)]
         return images, self.predict_proba([read_image(f) for f in images], target_prior)
+
+
+def class_label(index: int, class_names: Sequence[str] | None) -> str:
+    """How a class is shown: its name where the dataset names its classes, else its index."""
+    return class_names[index] if class_names else str(index)
 
 
 def top_k(probs: np.ndarray, k: int) -> list[list[tuple[int, float]]]:

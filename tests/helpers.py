@@ -4,8 +4,9 @@ import os
 
 import jax
 import numpy as np
+import pytest
 
-from ltx import config_lib, parts as parts_lib, steps, trainer
+from ltx import config_lib, parts as parts_lib, predict, report, stats, steps, trainer
 from ltx.outputs import Outputs
 
 CONFIG_DIR = os.path.join(os.path.dirname(__file__), os.pardir, "configs")
@@ -124,3 +125,32 @@ class ScriptedRng:
 
     def random(self):
         return self._randoms.pop(0)
+
+
+def test_images(dataset, count=12):
+    split = dataset.test
+    records = [split.source[int(i)] for i in split.indices[:count]]
+    return np.stack([r["image"] for r in records])
+
+
+def check_finished_workdir(workdir, final, method_name):
+    """ltx-eval, ltx-predict and ltx.stats on a finished workdir agree with what it trained."""
+    evaluated = report.evaluate_workdir(workdir, pictures=False)
+    assert evaluated["meta"]["method"] == method_name
+    # The report's predictor is the run's final model: the same test numbers as final_metrics.
+    for key in ("top1_all", "top1_many", "top1_medium", "top1_few", "nll", "ece"):
+        assert evaluated["uniform"]["ensemble"][key] == pytest.approx(final[key], abs=1e-4), key
+    assert os.path.isfile(os.path.join(workdir, "eval", "report.md"))
+
+    predictor = predict.Predictor.from_workdir(workdir)
+    images = test_images(predictor.dataset)
+    probs = predictor.predict_proba(images)
+    assert probs.shape == (len(images), predictor.num_classes)
+    np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
+    # Images through the prediction API = the same images through the evaluation path.
+    _, logits, _ = predictor.predictor.predict("test")
+    np.testing.assert_allclose(probs, jax.nn.softmax(logits[:len(images)], -1), atol=2e-5)
+
+    numbers = stats.workdir_stats(workdir)
+    assert numbers["method"] == method_name and numbers["params"] > 0 and numbers["gflops"] > 0
+    return evaluated

@@ -124,8 +124,10 @@ CATALOGUE = {
                                        config=_config("digits_lt_ace")), ["threshold"]),
     # Flags and config files.
     "bool field given a word": (_train("--config.tensorboard=yes"), ["tensorboard"]),
-    "unknown config field": (_train("--config.no_such_key=1"), ["no_such_key", "does not have"]),
-    "misspelt nested field": (_train("--config.optimizer.lrr=0.1"), ["lrr"]),
+    "unknown config field": (_train("--config.no_such_key=1"),
+                             ["--config.no_such_key: config has no field 'no_such_key'"]),
+    "misspelt nested field": (_train("--config.optimizer.lrr=0.1"),
+                              ["config.optimizer has no field 'lrr'; did you mean 'lr'?"]),
     "config file missing": (["-m", "ltx.train", "--config=configs/no_such.py",
                              "--workdir={finished}"],
                             ["the config file 'configs/no_such.py' does not exist"]),

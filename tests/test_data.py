@@ -319,7 +319,8 @@ def test_cifar100_lt_trains_and_evaluates_from_a_prepared_tarball_offline(tmp_pa
     cifar.write_tarball(tarball, "cifar100", _synthetic_cifar(100, 10, 2, seed=1))
     data_dir = str(tmp_path / "data")
     result = subprocess.run([sys.executable, "-m", "ltx.cli", "prepare", "cifar100",
-                             f"--tarball={tarball}", f"--data_dir={data_dir}"],
+                             f"--tarball={tarball}", f"--data_dir={data_dir}",
+                             "--accept_unofficial_tarball"],  # A synthetic tarball.
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "1000 train and 200 test images" in result.stdout

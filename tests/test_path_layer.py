@@ -17,6 +17,8 @@ ALLOWED = {
     ("ltx/config_lib.py", "load_config_file"): "importlib loads a config file from local disk",
     ("ltx/provenance.py", "git_commit"): "looks for ltx's own git checkout beside __file__",
     ("ltx/faults.py", "__enter__"): "flock on a local workdir (object stores take another path)",
+    ("ltx/faults.py", "check_workdir_free"): "a shared flock probe of a local lock file (object "
+                                         "stores take another path)",
     ("ltx/data/image_lists.py", "_is_absolute"): "os.path.isabs of a local path's string",
     ("ltx/data/tfds_source.py", "join_key"): "string operations on a TFDS feature's file name",
     ("ltx/cli.py", "config_flag"): "config files are Python modules imported from local disk",

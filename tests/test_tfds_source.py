@@ -53,13 +53,14 @@ def test_cifar100_lt_from_tfds_equals_the_tarball_path_image_for_image(tmp_path)
         "train": (arrays["train_images"], arrays["train_labels"]),
         "test": (arrays["test_images"], arrays["test_labels"])}, binary=True)
     cifar.prepare("cifar100", tarball, str(tmp_path / "data"))
-    config = load_config("cifar100_lt_balpoe", "ir=100")
+    config = load_config("cifar100_lt_balpoe", "ir=10")
     with config.unlocked():
         config.data.data_dir = str(tmp_path / "data")
     from_tarball = datasets.build(config.data)
     from_tfds = datasets.build(_tfds_data(config).data)
-    # 10 images per class in the fixture: ratio 100 keeps 10, 9, ..., 0 of them.
-    assert len(from_tfds.train) == len(from_tarball.train) == 174
+    # 10 images per class in the fixture: ratio 10 keeps 10, 9, ..., 1 of them (ratio 100 would
+    # leave classes empty, which is refused).
+    assert len(from_tfds.train) == len(from_tarball.train) == 346
     for split in ("train", "test"):
         assert _hashes(getattr(from_tfds, split)) == _hashes(getattr(from_tarball, split))
     np.testing.assert_array_equal(from_tfds.class_counts, from_tarball.class_counts)
@@ -94,7 +95,7 @@ from absl import flags
 flags.FLAGS.mark_as_parsed()  # grain reads its flags; ltx-train's main parses them.
 from ltx import trainer
 from helpers import load_config
-config = load_config("cifar100_lt_balpoe", "ir=100,tiny=1")
+config = load_config("cifar100_lt_balpoe", "ir=10,tiny=1")
 with config.unlocked():
     config.num_epochs = 1
     config.schedule.warmup_epochs = 0

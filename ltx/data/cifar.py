@@ -37,6 +37,20 @@ NAMES = {"cifar10_lt": ("cifar10", 10), "cifar100_lt": ("cifar100", 100)}
 TARBALLS = {"cifar10": ("cifar-10-python.tar.gz", "cifar-10-binary.tar.gz"),
             "cifar100": ("cifar-100-python.tar.gz", "cifar-100-binary.tar.gz")}
 URL = "https://www.cs.toronto.edu/~kriz/"
+# The published SHA-256 of each official tarball: the python versions as Keras pins them
+# (keras/src/datasets/cifar10.py and cifar100.py, `file_hash`), the binary versions as TFDS
+# does (tensorflow_datasets' url_checksums, from which `tfds build cifar10` downloads).
+OFFICIAL_SHA256 = {
+    "cifar-10-python.tar.gz":
+        "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce",
+    "cifar-10-binary.tar.gz":
+        "c4a38c50a1bc5f3a1c5537f2155ab9d68f9f25eb1ed8d9ddda3db29a59bca1dd",
+    "cifar-100-python.tar.gz":
+        "85cd44d02ba6437773c5bbd22e183051d648de2e7d6b014e1ef29b855ba677a7",
+    "cifar-100-binary.tar.gz":
+        "58a81ae192c23a4be8b1804d68e518ed807d710a4eb253b1f2a199162a40d8ec",
+}
+ACCEPT_FLAG = "--accept_unofficial_tarball"
 DATA_DIR_ENV = "LTX_DATA_DIR"
 FILES = ("train_images.npy", "train_labels.npy", "test_images.npy", "test_labels.npy",
          "info.json")
@@ -52,6 +66,12 @@ _BINARY_MEMBERS = {
                 "test": ["cifar-10-batches-bin/test_batch.bin"]},
     "cifar100": {"train": ["cifar-100-binary/train.bin"], "test": ["cifar-100-binary/test.bin"]},
 }
+# The member holding the class names, per version: a pickled dict (its key) or a text file with
+# one name per line.
+_PYTHON_META = {"cifar10": ("cifar-10-batches-py/batches.meta", b"label_names"),
+                "cifar100": ("cifar-100-python/meta", b"fine_label_names")}
+_BINARY_META = {"cifar10": "cifar-10-batches-bin/batches.meta.txt",
+                "cifar100": "cifar-100-binary/fine_label_names.txt"}
 # Bytes before the 3,072 pixels of a binary record, and which of them is the (fine) label.
 _BINARY_LABEL = {"cifar10": (1, 0), "cifar100": (2, 1)}
 _PIXELS = 3 * 32 * 32
@@ -127,8 +147,9 @@ def _read_binary(tar: tarfile.TarFile, member: str, base: str):
 
 
 def read_tarball(path: str, name: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """{'train': (images uint8 [N, 32, 32, 3], labels int64 [N]), 'test': (...)} of a CIFAR
-    tarball of either version, in the tarball's order."""
+    """{'train': (images uint8 [N, 32, 32, 3], labels int64 [N]), 'test': (...), 'classes':
+    the class names in label order (None if the tarball lists none)} of a CIFAR tarball of
+    either version, in the tarball's order."""
     base = family(name)
     num_classes = NAMES[f"{base}_lt"][1]
     try:
@@ -160,7 +181,31 @@ def read_tarball(path: str, name: str) -> dict[str, tuple[np.ndarray, np.ndarray
             if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
                 raise ValueError(f"{path}: {split} labels outside [0, {num_classes})")
             result[split] = (images, labels)
+        result["classes"] = _class_names(tar, base, num_classes,
+                                         binary=reader is _read_binary)
     return result
+
+
+def _class_names(tar: tarfile.TarFile, base: str, num_classes: int, *, binary: bool
+                 ) -> list[str] | None:
+    """The class names that the tarball's meta member lists, in label order; None without one
+    (or with another number of names)."""
+    present = set(tar.getnames())
+    if binary:
+        member = _BINARY_META[base]
+        if member not in present:
+            return None
+        names = tar.extractfile(member).read().decode("utf-8", "replace").split("\n")
+    else:
+        member, key = _PYTHON_META[base]
+        if member not in present:
+            return None
+        meta = _CifarUnpickler(tar.extractfile(member), encoding="bytes").load()
+        names = meta.get(key, []) if isinstance(meta, dict) else []
+        names = [n.decode("utf-8", "replace") if isinstance(n, bytes) else str(n)
+                 for n in names]
+    names = [n.strip() for n in names if n.strip()]
+    return names if len(names) == num_classes else None
 
 
 # -- preparing --------------------------------------------------------------------------------
@@ -201,12 +246,38 @@ def _load_npy(path: str) -> np.ndarray:
     return np.load(io.BytesIO(files.read_bytes(path)))
 
 
-def prepare(name: str, tarball: str | None = None, data_dir: str | None = None) -> str:
+class UnofficialTarballError(ValueError):
+    """A tarball whose SHA-256 is none of the published ones."""
+
+
+def check_official(tarball: str, name: str, digest: str | None = None) -> str:
+    """The SHA-256 of `tarball` if it is one of the published `name` tarballs (`OFFICIAL_SHA256`),
+    else UnofficialTarballError naming both digests and the flag that accepts it anyway."""
+    base = family(name)
+    digest = digest or _sha256(tarball)
+    official = {n: OFFICIAL_SHA256[n] for n in TARBALLS[base]}
+    if digest not in official.values():
+        expected = " or ".join(f"{n} ({h})" for n, h in official.items())
+        raise UnofficialTarballError(
+            f"{tarball} has SHA-256 {digest}, which is not that of the official {expected} "
+            f"published at {URL}{TARBALLS[base][0]}: it is damaged, truncated or not the "
+            f"official CIFAR data, and runs on it are not comparable with the papers'. Download "
+            f"it again, or pass {ACCEPT_FLAG} to prepare it anyway (e.g. a dataset of your own "
+            "in CIFAR's format)")
+    return digest
+
+
+def prepare(name: str, tarball: str | None = None, data_dir: str | None = None, *,
+            official_only: bool = False) -> str:
     """Writes `<data_dir>/<cifar10|cifar100>/` from the official tarball; returns the folder.
 
     The folder appears whole or not at all (written beside it, then renamed), so a prepare that
-    is interrupted leaves no half-written dataset. Raises FileNotFoundError (no tarball given or
-    found, naming where it looked) or ValueError (not a CIFAR tarball of this kind).
+    is interrupted leaves no half-written dataset. info.json records the tarball's SHA-256,
+    whether it is a published one ('official') and the class names the tarball lists. Raises
+    FileNotFoundError (no tarball given or found, naming where it looked), ValueError (not a
+    CIFAR tarball of this kind) or, with `official_only` (what `ltx-prepare` passes unless
+    --accept_unofficial_tarball), UnofficialTarballError for any tarball but the published ones;
+    Python callers that build a small CIFAR-format dataset (`write_tarball`) leave it False.
     """
     base = family(name)
     data_dir = files.expand(data_dir or default_data_dir())
@@ -219,7 +290,11 @@ def prepare(name: str, tarball: str | None = None, data_dir: str | None = None) 
                 f"download it from {URL}{TARBALLS[base][0]} and pass --tarball=<path>")
     if not files.isfile(tarball):
         raise FileNotFoundError(f"--tarball={tarball!r} is not a file")
+    digest = _sha256(tarball)
+    if official_only:
+        check_official(tarball, base, digest)
     splits_read = read_tarball(tarball, base)
+    class_names = splits_read.pop("classes")
     folder = files.join(data_dir, base)
     staging = f"{folder}.preparing-{os.getpid()}"
     files.rmtree(staging)
@@ -230,9 +305,9 @@ def prepare(name: str, tarball: str | None = None, data_dir: str | None = None) 
             _save_npy(files.join(staging, f"{split}_images.npy"), images)
             _save_npy(files.join(staging, f"{split}_labels.npy"), labels)
             counts[split] = int(labels.size)
-        info = {"dataset": base, "tarball": files.basename(tarball),
-                "sha256": _sha256(tarball), "counts": counts,
-                "order": "the tarball's (torchvision's CIFAR order)"}
+        info = {"dataset": base, "tarball": files.basename(tarball), "sha256": digest,
+                "official": digest in OFFICIAL_SHA256.values(), "counts": counts,
+                "order": "the tarball's (torchvision's CIFAR order)", "classes": class_names}
         files.write_json(files.join(staging, "info.json"), info, sort_keys=False)
         if files.isdir(folder):
             files.rmtree(folder)
@@ -276,6 +351,19 @@ def load_prepared(name: str, data_dir: str | None
     return result
 
 
+def class_names(name: str, data_dir: str | None) -> list[str] | None:
+    """The class names of a prepared CIFAR folder (from its tarball's meta member), or None
+    when it records none (a folder prepared before ltx kept them, or a tarball without
+    them). Reads only info.json."""
+    folder = files.join(files.expand(data_dir) if data_dir else default_data_dir(),
+                        family(name))
+    path = files.join(folder, "info.json")
+    if not files.isfile(path):
+        return None
+    names = files.read_json(path).get("classes")
+    return list(names) if names else None
+
+
 def cifar_lt(
     name: str = "cifar100_lt",
     *,
@@ -297,17 +385,27 @@ def cifar_lt(
     if name not in NAMES:
         raise ValueError(f"name={name!r}; expected one of {sorted(NAMES)}")
     return long_tailed(name, load_prepared(name, data_dir), imbalance_ratio=imbalance_ratio,
-                       profile=profile, subset_seed=subset_seed)
+                       profile=profile, subset_seed=subset_seed,
+                       class_names=class_names(name, data_dir))
 
 
 def long_tailed(name: str, data: dict[str, tuple[np.ndarray, np.ndarray]], *,
-                imbalance_ratio: float, profile: str, subset_seed: int) -> splits.Dataset:
+                imbalance_ratio: float, profile: str, subset_seed: int,
+                class_names: list[str] | None = None) -> splits.Dataset:
     """The long-tailed dataset of CIFAR arrays in the tarball's order ({'train': (images uint8
-    [50000, 32, 32, 3], labels [50000]), 'test': ...}, from the tarball or from TFDS)."""
+    [50000, 32, 32, 3], labels [50000]), 'test': ...}, from the tarball or from TFDS).
+
+    A ratio that leaves a class without training images (a CIFAR-format set smaller than the
+    official one) raises ValueError naming the class (`class_names`, else its index) and the
+    largest ratio that keeps one (`long_tail.checked_subset`)."""
     num_classes = NAMES[name][1]
     (train_images, train_labels), (test_images, test_labels) = data["train"], data["test"]
     max_per_class = len(train_labels) // num_classes
     counts = long_tail.long_tail_counts(max_per_class, num_classes, imbalance_ratio, profile)
+    long_tail.warn(long_tail.checked_subset(
+        np.bincount(train_labels, minlength=num_classes), counts,
+        imbalance_ratio=imbalance_ratio, profile=profile, class_names=class_names,
+        source=f"the {family(name)} training set"))
     train_idx = long_tail.long_tail_indices(train_labels, counts, seed=subset_seed)
     train_source = splits.ArraySource(train_images, train_labels)
     test_source = splits.ArraySource(test_images, test_labels)
@@ -325,14 +423,25 @@ def long_tailed(name: str, data: dict[str, tuple[np.ndarray, np.ndarray]], *,
 
 
 def write_tarball(path: str, name: str, data: dict[str, tuple[np.ndarray, np.ndarray]], *,
-                  binary: bool = False) -> None:
+                  binary: bool = False, class_names: list[str] | None = None) -> None:
     """Writes `data` ({'train': (images [N, 32, 32, 3], labels [N]), 'test': ...}) as a tarball
     in the official layout and byte format of either version: what `read_tarball` reads. For
     tests and for making a small CIFAR-format dataset; CIFAR-10's train split is cut into the 5
-    data batches."""
+    data batches. `class_names` go into the version's meta member (batches.meta, meta, or its
+    text file)."""
     base = family(name)
     members = (_BINARY_MEMBERS if binary else _PYTHON_MEMBERS)[base]
     with tarfile.open(path, "w:gz") as tar:
+        if class_names is not None:
+            if binary:
+                member = _BINARY_META[base]
+                payload = "".join(f"{n}\n" for n in class_names).encode()
+            else:
+                member, key = _PYTHON_META[base]
+                payload = pickle.dumps({key: [n.encode() for n in class_names]}, protocol=4)
+            info = tarfile.TarInfo(member)
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
         for split, names in members.items():
             images, labels = data[split]
             rows = np.asarray(images, np.uint8).transpose(0, 3, 1, 2).reshape(len(images), -1)

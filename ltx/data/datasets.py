@@ -52,6 +52,29 @@ def spec(data) -> tuple[int, tuple[int, int, int]]:
     return SPECS[name]
 
 
+def class_names(data) -> list[str] | None:
+    """The class names of `config.data` in label order, or None where the data names none;
+    reads no image: digits-LT's digits, the names a CIFAR tarball lists (kept in the prepared
+    folder's info.json), a TFDS dataset's label names, `classes.txt` beside a list-file
+    dataset's lists (what `ltx-prepare folders` writes). Names whose number is not the
+    dataset's number of classes are not used (None)."""
+    name = data.name
+    try:
+        num_classes = spec(data)[0]
+        if name == "digits_lt":
+            names = [str(d) for d in range(num_classes)]
+        elif _source(data) == "tfds" and (name in cifar.NAMES or not data.get("list_dir", "")):
+            from ltx.data import tfds_source
+            names = tfds_source.class_names(_tfds_name(data), _tfds_data_dir(data))
+        elif name in cifar.NAMES:
+            names = cifar.class_names(name, data.data_dir)
+        else:
+            names = image_lists.read_class_names(data.get("list_dir", "") or data.root)
+    except (OSError, ImportError):  # Names are for display: none rather than no prediction.
+        return None
+    return names if names is not None and len(names) == num_classes else None
+
+
 def build(data_config) -> splits.Dataset:
     """Builds the dataset described by `config.data` (fields as in the configs/ files).
 
@@ -114,7 +137,8 @@ def _build_from_tfds(data_config) -> splits.Dataset:
         return cifar.long_tailed(name, tfds_source.cifar_arrays(tfds_name, data_dir),
                                  imbalance_ratio=data_config.imbalance_ratio,
                                  profile=data_config.profile,
-                                 subset_seed=data_config.subset_seed)
+                                 subset_seed=data_config.subset_seed,
+                                 class_names=class_names(data_config))
     aug = data_config.augment
     num_classes = spec(data_config)[0]
     list_dir = data_config.get("list_dir", "")
@@ -131,7 +155,8 @@ def _assemble(data_config, num_classes, train, val, test) -> splits.Dataset:
         name, num_classes, train, val, test, crop_size=aug.crop_size,
         eval_resize=aug.eval_resize,
         **({"imbalance_ratio": data_config.imbalance_ratio, "profile": data_config.profile,
-            "subset_seed": data_config.subset_seed} if name == "list_files" else {}))
+            "subset_seed": data_config.subset_seed, "class_names": class_names(data_config)}
+           if name == "list_files" else {}))
 
 
 def _list_splits(data_config, num_classes: int):

@@ -71,6 +71,10 @@ def digits_lt(
         raise ValueError(f"max_per_class={max_per_class} exceeds the {smallest_pool} images the "
                          "smallest class has left after the test and val splits")
     counts = long_tail.long_tail_counts(max_per_class, NUM_CLASSES, imbalance_ratio, profile)
+    long_tail.warn(long_tail.checked_subset(
+        np.bincount(labels[pool], minlength=NUM_CLASSES), counts,
+        imbalance_ratio=imbalance_ratio, profile=profile,
+        source="the digits training pool (the images left after the test and val splits)"))
     train_idx = pool[long_tail.long_tail_indices(labels[pool], counts, seed=subset_seed)]
 
     source = splits.ArraySource(images, labels)

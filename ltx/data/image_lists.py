@@ -162,6 +162,15 @@ def write_folder_lists(root: str, out_dir: str | None = None) -> dict[str, Any]:
     return {"classes": classes, "counts": counts, "lists": lists}
 
 
+def read_class_names(list_dir: str) -> list[str] | None:
+    """The class names of `<list_dir>/classes.txt` (line i + 1 names class i), or None if there
+    is no such file."""
+    path = files.join(list_dir, CLASSES_FILE) if list_dir else ""
+    if not path or not files.isfile(path):
+        return None
+    return [line.strip() for line in files.read_text(path).splitlines() if line.strip()]
+
+
 def infer_num_classes(list_dir: str, train_list: str) -> int:
     """C of a 'list_files' dataset whose config leaves `data.num_classes` at 0: the lines of
     `<list_dir>/classes.txt` if it exists, else the largest label of the training list + 1."""
@@ -306,20 +315,27 @@ def image_list_dataset(name: str, *, num_classes: int, root: str, list_dir: str 
         for path in list_paths(name, list_dir or root, train_list, val_list, test_list))
     return assemble(name, num_classes, train, val, test, crop_size=crop_size,
                     eval_resize=eval_resize, imbalance_ratio=imbalance_ratio, profile=profile,
-                    subset_seed=subset_seed)
+                    subset_seed=subset_seed, class_names=read_class_names(list_dir or root))
 
 
 def assemble(name: str, num_classes: int, train: splits.Split, val: splits.Split | None,
              test: splits.Split, *, crop_size: int = 224, eval_resize: int = 256,
-             imbalance_ratio: float = 1.0, profile: str = "exp", subset_seed: int = 0
-             ) -> splits.Dataset:
+             imbalance_ratio: float = 1.0, profile: str = "exp", subset_seed: int = 0,
+             class_names: list[str] | None = None) -> splits.Dataset:
     """The dataset of a list-file family from its splits (read from list files or from TFDS):
     the long-tailed subset of `train` for a ratio > 1, the family's normalisation and the
-    eval transform (arguments as for `image_list_dataset`)."""
+    eval transform (arguments as for `image_list_dataset`).
+
+    A subset that leaves a class without images raises ValueError naming it (`class_names`,
+    else its index); one that keeps less than half of a training list that is long-tailed
+    already prints a warning (`long_tail.checked_subset`)."""
     if imbalance_ratio > 1:
         present = np.bincount(train.labels, minlength=num_classes)
-        counts = long_tail.long_tail_counts(int(present.min()), num_classes, imbalance_ratio,
-                                            profile)
+        counts = long_tail.long_tail_counts(max(int(present.min()), 1), num_classes,
+                                            imbalance_ratio, profile)
+        long_tail.warn(long_tail.checked_subset(
+            present, counts, imbalance_ratio=imbalance_ratio, profile=profile,
+            class_names=class_names, source="the training list"))
         keep = long_tail.long_tail_indices(train.labels, counts, seed=subset_seed)
         train = splits.Split(train.source, train.indices[keep], train.labels[keep])
     mean, std = NORMALIZATION[name]

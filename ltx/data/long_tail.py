@@ -14,9 +14,17 @@ BalPoE (BalPoE adds the reversed profile for backward test sets):
 
 We draw from a private `np.random.RandomState(seed)`, which is the same MT19937 stream as the
 legacy global seed, without touching global state.
+
+`checked_subset` guards the datasets' use of the convention against silent data loss (the
+references never meet it: CIFAR's 500 or 5,000 images per class keep at least 5 at ratio 100):
+a subset that leaves a class without images is refused, naming the class and the ratio that
+would keep one, and a subset that keeps less than half of a training set that was long-tailed
+already (its head then gets the smallest class's count) is warned about.
 """
 
 from __future__ import annotations
+
+import sys
 
 import numpy as np
 
@@ -101,3 +109,79 @@ def long_tail_indices(labels, counts, seed: int = 0) -> np.ndarray:
         rng.shuffle(members)
         selected.append(members[: counts[cls]])
     return np.concatenate(selected).astype(np.int64)
+
+
+RATIO_SETTING = "config.data.imbalance_ratio"
+
+
+def checked_subset(available, counts, *, imbalance_ratio: float, profile: str = "exp",
+                   class_names=None, source: str = "the training set") -> str | None:
+    """Refuses a long-tailed subset that would leave a class empty; says when it drops most of
+    an imbalanced training set.
+
+    Args:
+      available: int [C] images per class of the training set the subset is taken from.
+      counts: int [C] images per class the subset keeps (`long_tail_counts`).
+      imbalance_ratio, profile: the subset's settings (named in the messages).
+      class_names: [C] names shown for the classes, or None for their indices.
+      source: what the training set is, for the messages.
+
+    Returns:
+      None, or a warning line when the subset keeps less than half of the training set and
+      its smallest class has less than half the mean class's images (the profile's head gets
+      the smallest class's count, so such a set loses more than the ratio asks for: a set
+      that is long-tailed already).
+
+    Raises:
+      ValueError: naming the class(es) that the subset (or the training set itself) leaves
+        without an image, and the setting to change.
+    """
+    available = np.asarray(available, np.int64)
+    counts = np.asarray(counts, np.int64)
+    label = ((lambda c: f"{class_names[c]!r} ({c})") if class_names is not None and
+             len(class_names) == len(counts) else (lambda c: str(c)))
+    setting = f"{RATIO_SETTING}={imbalance_ratio:g}, profile {profile!r}"
+
+    def named(classes) -> str:
+        shown = ", ".join(label(int(c)) for c in classes[:5])
+        more = f" and {len(classes) - 5} more" if len(classes) > 5 else ""
+        return f"class{'es' if len(classes) > 1 else ''} {shown}{more}"
+
+    missing = np.flatnonzero(available == 0)
+    if missing.size:
+        raise ValueError(
+            f"{source} has no image of {named(missing)}, so its long-tailed subset ({setting}) "
+            "would have none either; add training images of those classes")
+    empty = np.flatnonzero(counts == 0)
+    if empty.size:
+        head = int(counts.max())
+        imbalanced = head == available.min() < available.max()
+        feasible = long_tail_counts(head, len(counts), head, profile).min() >= 1
+        limit = f"at most {head}" if feasible else f"below {head}"
+        why = (f"its head class keeps {head} images (the smallest class's count: the "
+               f"convention is made for a balanced set), so every class keeps one only with a "
+               f"ratio {limit}" if imbalanced else
+               f"its head class keeps {head} images, so every class keeps one only with a "
+               f"ratio {limit}")
+        raise ValueError(
+            f"the long-tailed subset of {source} ({setting}) leaves {named(empty)} with no "
+            f"training image: {why}. Lower {RATIO_SETTING} (ir=)"
+            + (", or, if the training set is long-tailed already, train on it as it is with "
+               "ir=1" if imbalanced else ""))
+    kept, total = int(counts.sum()), int(available.sum())
+    # A balanced set of the same size loses only what the ratio asks for; this one loses more by
+    # the factor mean / smallest class, since the profile starts from the smallest class.
+    if 2 * kept < total and 2 * available.min() < available.mean():
+        return (f"the long-tailed subset of {source} ({setting}) keeps {kept} of its {total} "
+                f"images ({100 * kept / total:.0f}%): its head class gets the smallest class's "
+                f"{int(available.min())} images (the CIFAR-LT convention, made for a balanced "
+                f"set), while the classes have {available.mean():.1f} on average. If the "
+                f"training set is long-tailed already, train on it as it is with ir=1 "
+                f"({RATIO_SETTING}=1)")
+    return None
+
+
+def warn(message: str | None) -> None:
+    """Prints `Warning: <message>` to stderr (nothing for None)."""
+    if message:
+        print(f"Warning: {message}", file=sys.stderr, flush=True)

@@ -24,11 +24,13 @@ number of processes.
 
 from __future__ import annotations
 
+import atexit
 import concurrent.futures
 import dataclasses
 import math
 import os
 import sys
+import weakref
 from typing import Callable, Iterator
 
 import grain
@@ -283,16 +285,49 @@ def resolve_num_workers(num_workers: int) -> int:
     return max(0, min(16, len(os.sched_getaffinity(0)) - 1))
 
 
+# Iterators with worker processes that are still open; `_close_open_iterators` closes them at
+# interpreter exit.
+_OPEN_ITERATORS: "weakref.WeakSet[grain.DatasetIterator]" = weakref.WeakSet()
+
+
+def _close_open_iterators() -> None:
+    """Closes every worker-backed training iterator still alive at exit.
+
+    grain's workers hand batches over in POSIX shared memory that the reading process unlinks
+    when it consumes (or `close()` discards) them. An iterator that is still referenced when the
+    interpreter exits (the trainer's lives on in a reference cycle) is never closed:
+    multiprocessing's own exit hook kills its workers with batches still queued, and the
+    resource tracker then warns of "leaked shared_memory objects" and unlinks them itself.
+    This hook runs first (atexit runs hooks in reverse order of registration, and
+    multiprocessing registers its hook on import, before this module is loaded).
+    """
+    for iterator in list(_OPEN_ITERATORS):
+        try:
+            iterator.close()
+        except Exception:  # pylint: disable=broad-except
+            pass  # Exiting anyway; the resource tracker cleans up what is left.
+
+
+atexit.register(_close_open_iterators)
+
+
 def train_iterator(dataset: grain.MapDataset, *, num_workers: int = 0,
                    prefetch: int = 2) -> grain.DatasetIterator:
     """A checkpointable iterator (`get_state()` / `set_state()`) over `train_dataset`, read by
-    `num_workers` worker processes (AUTO_WORKERS: `resolve_num_workers`)."""
+    `num_workers` worker processes (AUTO_WORKERS: `resolve_num_workers`).
+
+    Call its `close()` when done with it: that stops the workers and frees the batches they
+    prefetched into shared memory. One still open when the process exits is closed then.
+    """
     num_workers = resolve_num_workers(num_workers)
     it_ds = dataset.to_iter_dataset(grain.ReadOptions(num_threads=max(prefetch, 1),
                                                       prefetch_buffer_size=prefetch))
     if num_workers > 0:
         it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
-    return iter(it_ds)
+    iterator = iter(it_ds)
+    if num_workers > 0:
+        _OPEN_ITERATORS.add(iterator)
+    return iterator
 
 
 def eval_batches(

@@ -374,3 +374,9 @@ def direct_splits(tfds_name: str, data_dir: str | None
 def num_classes(tfds_name: str, data_dir: str | None) -> int:
     """C of the TFDS dataset's 'label' feature."""
     return int(builder(tfds_name, data_dir).info.features["label"].num_classes)
+
+
+def class_names(tfds_name: str, data_dir: str | None) -> list[str] | None:
+    """The names of the TFDS dataset's 'label' feature in label order (None if it has none)."""
+    names = builder(tfds_name, data_dir).info.features["label"].names
+    return list(names) if names else None
