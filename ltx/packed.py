@@ -139,6 +139,45 @@ def train_and_evaluate(configs: list[ml_collections.ConfigDict], workdirs: list[
         return _Pack(configs, workdirs, parts, teachers, signals).train()
 
 
+def _common_step(checkpointers, workdirs) -> int | None:
+    """The newest checkpoint step every run has (None: none has any)."""
+    kept = [set(c.all_steps()) for c in checkpointers]
+    if not any(kept):
+        return None
+    common = set.intersection(*kept)
+    if not common:
+        listed = ", ".join(f"{w}: {sorted(k)}" for w, k in zip(workdirs, kept))
+        raise ValueError(f"the packed runs have no checkpoint step in common ({listed}); "
+                         "resume them one by one without packing, or use new workdirs")
+    return max(common)
+
+
+def _batch_augment(config, dataset):
+    """The step's augmentation on device (`data.augment.on_device`), else None."""
+    if not config.data.augment.get("on_device", False):
+        return None
+    return device_augment.make_batch_augment(config.data.augment, mean=dataset.mean,
+                                             std=dataset.std)
+
+
+def _make_feed(form: str, config, dataset, mesh):
+    """(fn(host batches of the runs) -> the step's batches, the replicated training images
+    the runs share when augmenting on device, else None)."""
+    sharding = NamedSharding(mesh, P(None, "data"))
+    to_global = steps.make_to_global(mesh)
+
+    def feed(batches):
+        if form == "loop":
+            return [to_global(b) for b in batches]
+        return {key: jax.make_array_from_process_local_data(
+            sharding, np.stack([np.asarray(b[key]) for b in batches]))
+            for key in batches[0]}
+
+    if not config.data.augment.get("on_device", False):
+        return feed, None
+    return feed, trainer.device_images(dataset, mesh)
+
+
 class _Pack:
     """The state of one packed training: per-run checkpointers, iterators, writers, checks."""
 
@@ -151,6 +190,9 @@ class _Pack:
         self.checkpointers = [checkpointing.Checkpointer(w, max_to_keep=checkpoint.max_to_keep,
                                                          async_save=checkpoint.async_save)
                               for w in workdirs]
+        self.form = resolve_form(configs[0].pack.form)
+        self.predictor = Predictor(configs[0], parts.dataset, parts.method, parts.model, None, 0,
+                                   self.mesh)
         self.iterators: list = []
         self.failed: dict[int, faults.Diverged] = {}
 
@@ -165,61 +207,12 @@ class _Pack:
             for iterator in self.iterators:
                 iterator.close()
 
-    def _common_step(self) -> int | None:
-        """The newest checkpoint step every run has (None: none has any)."""
-        kept = [set(c.all_steps()) for c in self.checkpointers]
-        if not any(kept):
-            return None
-        common = set.intersection(*kept)
-        if not common:
-            listed = ", ".join(f"{w}: {sorted(k)}" for w, k in zip(self.workdirs, kept))
-            raise ValueError(f"the packed runs have no checkpoint step in common ({listed}); "
-                             "resume them one by one without packing, or use new workdirs")
-        return max(common)
-
     def _train(self):
-        configs, plan, parts, mesh = self.configs, self.plan, self.parts, self.mesh
-        is_main, n = jax.process_index() == 0, len(configs)
-        start = self._common_step()
-        states, seconds_before = [], []
-        for config, workdir, checkpointer in zip(configs, self.workdirs, self.checkpointers):
-            state, iterator, seconds = trainer.restore_or_init(
-                config, workdir, parts, plan, mesh, checkpointer, step=start)
-            states.append(state)
-            self.iterators.append(iterator)
-            seconds_before.append(seconds)
-        form = self.form = resolve_form(configs[0].pack.form)
-        gather = list if form == "loop" else stack  # How the runs' trees travel together.
-        states = gather(states)
-        step0 = 0 if start is None else start
-        writers = [metric_writers.create_writer(w, process_index=jax.process_index(),
-                                                tensorboard=c.tensorboard, resume_step=step0)
-                   for c, w in zip(configs, self.workdirs)]
-        trainer.announce(configs[0], parts, plan, step0)
-        if is_main:
-            print(f"Packed: {n} runs (seeds {[c.seed for c in configs]}), form {form!r}",
-                  flush=True)
-        feed, source, batch_augment = self._make_feed()
-        config = configs[0]
-        train_step = steps.make_packed_train_step(
-            parts.model, parts.method, plan.tx, plan.learning_rate, mesh,
-            form=form, mixup_alpha=config.mixup_alpha,
-            mixup_epochs=None if config.mixup_epochs < 0 else config.mixup_epochs,
-            steps_per_epoch=plan.steps_per_epoch,
-            teacher=self.teachers[0] if self.teachers else None, batch_augment=batch_augment)
-        teacher_variables = (None if not self.teachers else
-                             gather([t.variables for t in self.teachers]))
-        rngs = gather([parts_lib.step_key(c) for c in configs])
-        predictor = Predictor(config, parts.dataset, parts.method, parts.model, None, 0, mesh)
-        progress = [metric_writers.ProgressLine(plan.total_steps, config.batch_size,
-                                                enabled=is_main and k == 0) for k in range(n)]
-        for line in progress:
-            line.start(step0)
-        finite = [trainer.FiniteCheck(c) for c in self.checkpointers]
-        metas = [{"fingerprint": parts_lib.fingerprint(c, parts),
-                  "recipe": checkpointing.recipe_fingerprint(c), "seed": c.seed}
-                 for c in configs]
-        pending, start_time = [], time.perf_counter()
+        plan, config = self.plan, self.configs[0]
+        states, step0 = self._restore()
+        train_step, rngs, teacher_variables = self._make_step()
+        feed, source = _make_feed(self.form, config, self.parts.dataset, self.mesh)
+        pending, self.start_time = [], time.perf_counter()
         for step in range(step0, plan.total_steps):
             batches = [next(it) for it in self.iterators]
             states, metrics = train_step(states, feed(batches), rngs, teacher_variables, source)
@@ -227,47 +220,116 @@ class _Pack:
             last = step + 1 == plan.total_steps
             if (step + 1) % config.log_every_steps == 0 or last:
                 self._each_run(lambda k, run_pending: trainer.log_metrics(
-                    step + 1, finite[k](run_pending), writers[k], progress[k], plan), pending)
+                    step + 1, self.finite[k](run_pending), self.writers[k], self.progress[k],
+                    plan), pending)
                 pending = []
             if trainer.crossed(step, plan.steps_per_epoch, config.eval.every_epochs) and not last:
                 for k in self._alive():
-                    trainer.periodic_eval(step + 1, predictor.with_variables(
-                        trainer.variables_of(unstack(states, k)), step + 1), writers[k], plan)
+                    trainer.periodic_eval(step + 1, self._predictor(states, k, step + 1),
+                                          self.writers[k], plan)
             stop = trainer.stop_requested(step + 1, self.signals, self.checkpointers[0])
             if last or stop or trainer.crossed(step, plan.steps_per_epoch,
                                                config.checkpoint.every_epochs):
-                self._each_run(lambda k, run_pending: finite[k](run_pending), pending)
-                for k in self._alive():
-                    seconds = seconds_before[k] + time.perf_counter() - start_time
-                    self.checkpointers[k].save(step + 1, unstack(states, k),
-                                               self.iterators[k].get_state(),
-                                               dict(metas[k], train_seconds=seconds), force=True)
+                self._each_run(lambda k, run_pending: self.finite[k](run_pending), pending)
+                self._save(step + 1, states)
             if stop:
-                for checkpointer in self.checkpointers:
-                    checkpointer.wait_until_finished()
-                for writer in writers:
-                    writer.flush()
-                raise faults.Preempted(
-                    f"{stop} at step {step + 1} of {plan.total_steps}: checkpoints saved in "
-                    f"{', '.join(self.workdirs)}; rerun the same command to resume")
+                self._preempted(stop, step + 1)
             for k in self._alive():
                 self.checkpointers[k].check_for_errors()
-                writers[k].flush()
+                self.writers[k].flush()
             if not self._alive():
                 break
+        return self._final_reports(states)
+
+    def _restore(self):
+        """(the runs' states, gathered as the form takes them, the step to go on from): each run
+        restored at the newest checkpoint step they all have, or initialised."""
+        configs, plan, parts = self.configs, self.plan, self.parts
+        start = _common_step(self.checkpointers, self.workdirs)
+        states, self.seconds_before = [], []
+        for config, workdir, checkpointer in zip(configs, self.workdirs, self.checkpointers):
+            state, iterator, seconds = trainer.restore_or_init(
+                config, workdir, parts, plan, self.mesh, checkpointer, step=start)
+            states.append(state)
+            self.iterators.append(iterator)
+            self.seconds_before.append(seconds)
+        step0 = 0 if start is None else start
+        is_main = jax.process_index() == 0
+        self.writers = [metric_writers.create_writer(w, process_index=jax.process_index(),
+                                                     tensorboard=c.tensorboard, resume_step=step0)
+                        for c, w in zip(configs, self.workdirs)]
+        self.progress = [metric_writers.ProgressLine(plan.total_steps, c.batch_size,
+                                                     enabled=is_main and k == 0)
+                         for k, c in enumerate(configs)]
+        for line in self.progress:
+            line.start(step0)
+        self.finite = [trainer.FiniteCheck(c) for c in self.checkpointers]
+        trainer.announce(configs[0], parts, plan, step0)
+        if is_main:
+            print(f"Packed: {len(configs)} runs (seeds {[c.seed for c in configs]}), form "
+                  f"{self.form!r}", flush=True)
+        return self._gather(states), step0
+
+    def _gather(self, trees: list):
+        """The runs' trees as the step takes them: a list ('loop'), else stacked."""
+        return list(trees) if self.form == "loop" else stack(trees)
+
+    def _make_step(self):
+        """(the packed train step, the runs' step keys, their teachers' variables or None)."""
+        config, parts, plan = self.configs[0], self.parts, self.plan
+        train_step = steps.make_packed_train_step(
+            parts.model, parts.method, plan.tx, plan.learning_rate, self.mesh,
+            form=self.form, mixup_alpha=config.mixup_alpha,
+            mixup_epochs=None if config.mixup_epochs < 0 else config.mixup_epochs,
+            steps_per_epoch=plan.steps_per_epoch,
+            teacher=self.teachers[0] if self.teachers else None,
+            batch_augment=_batch_augment(config, parts.dataset))
+        teacher_variables = (None if not self.teachers else
+                             self._gather([t.variables for t in self.teachers]))
+        return train_step, self._gather([parts_lib.step_key(c) for c in self.configs]), \
+            teacher_variables
+
+    def _predictor(self, states, k: int, step: int) -> Predictor:
+        """Run k's model at `step`: the shared predictor (one compiled eval step) with its
+        variables and config."""
+        predictor = self.predictor.with_variables(trainer.variables_of(unstack(states, k)), step)
+        predictor.config = self.configs[k]
+        return predictor
+
+    def _save(self, step: int, states) -> None:
+        """A checkpoint of every live run at `step` in its own workdir."""
+        for k in self._alive():
+            config = self.configs[k]
+            meta = {"fingerprint": parts_lib.fingerprint(config, self.parts),
+                    "recipe": checkpointing.recipe_fingerprint(config), "seed": config.seed,
+                    "train_seconds": self._seconds(k)}
+            self.checkpointers[k].save(step, unstack(states, k), self.iterators[k].get_state(),
+                                       meta, force=True)
+
+    def _seconds(self, k: int) -> float:
+        return self.seconds_before[k] + time.perf_counter() - self.start_time
+
+    def _preempted(self, reason: str, step: int):
+        for checkpointer in self.checkpointers:
+            checkpointer.wait_until_finished()
+        for writer in self.writers:
+            writer.flush()
+        raise faults.Preempted(
+            f"{reason} at step {step} of {self.plan.total_steps}: checkpoints saved in "
+            f"{', '.join(self.workdirs)}; rerun the same command to resume")
+
+    def _final_reports(self, states) -> list:
+        """Per run: (final metrics, its Predictor) after its final report, or its Diverged."""
         results: list = []
-        for k, (config_k, workdir) in enumerate(zip(configs, self.workdirs)):
+        for k, workdir in enumerate(self.workdirs):
             self.checkpointers[k].close()
             if k in self.failed:
-                writers[k].close()
+                self.writers[k].close()
                 results.append(self.failed[k])
                 continue
-            run_predictor = predictor.with_variables(trainer.variables_of(unstack(states, k)),
-                                                     plan.total_steps)
-            run_predictor.config = config_k
-            wall = seconds_before[k] + time.perf_counter() - start_time
-            results.append((trainer.final_report(config_k, workdir, run_predictor, plan, wall,
-                                                 writers[k]), run_predictor))
+            predictor = self._predictor(states, k, self.plan.total_steps)
+            results.append((trainer.final_report(self.configs[k], workdir, predictor, self.plan,
+                                                 self._seconds(k), self.writers[k]), predictor))
         return results
 
     def _alive(self) -> list[int]:
@@ -284,23 +346,3 @@ class _Pack:
                 if jax.process_index() == 0:
                     print(f"ltx-train: error: {self.workdirs[k]}: {err} (the other packed runs "
                           "go on)", flush=True)
-
-    def _make_feed(self):
-        """(fn(host batches of the runs) -> stacked global batch, the replicated training
-        images or None, the step's batch_augment or None)."""
-        config, dataset = self.configs[0], self.parts.dataset
-        sharding = NamedSharding(self.mesh, P(None, "data"))
-        to_global = steps.make_to_global(self.mesh)
-
-        def feed(batches):
-            if self.form == "loop":
-                return [to_global(b) for b in batches]
-            return {key: jax.make_array_from_process_local_data(
-                sharding, np.stack([np.asarray(b[key]) for b in batches]))
-                for key in batches[0]}
-
-        if not config.data.augment.get("on_device", False):
-            return feed, None, None
-        batch_augment = device_augment.make_batch_augment(config.data.augment, mean=dataset.mean,
-                                                          std=dataset.std)
-        return feed, trainer.device_images(dataset, self.mesh), batch_augment

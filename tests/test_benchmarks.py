@@ -18,6 +18,7 @@ def _script(name):
     return module
 
 
+@pytest.mark.slow
 def test_accelerator_benchmark_prints_a_row_per_layout_dtype_and_device_count(capsys):
     _script("benchmark_accelerator").main(
         ["--tiny", "--layouts", "resnet32x1,resnet50x3", "--dtypes", "bfloat16",
@@ -40,6 +41,7 @@ def test_data_path_benchmark_prints_both_paths_and_their_ratio(capsys):
     assert "ratio device / host" in out
 
 
+@pytest.mark.slow
 def test_pytorch_comparison_times_ltx_alone_without_torch(capsys):
     # CI has no PyTorch: the driver still runs ltx's worker process through its rounds. With
     # torch (--torch-python) the same rows add the PyTorch rate and the ratio.
@@ -57,6 +59,7 @@ def test_pytorch_comparison_times_ltx_alone_without_torch(capsys):
     assert float(row.group(2)) > 0
 
 
+@pytest.mark.slow
 def test_a_flag_is_timed_against_the_default_with_the_losses_compared(capsys):
     # A flag that sets XLA's own default changes nothing: the two workers' losses agree exactly.
     script = _script("benchmark_vs_pytorch")
@@ -103,6 +106,7 @@ def test_decoding_benchmark_compares_jpeg_files_with_record_shards(capsys):
         assert len(rates) == 4 and all(float(r.replace(",", "")) > 0 for r in rates), out
 
 
+@pytest.mark.slow
 def test_packed_benchmark_prints_a_row_per_layout_form_and_pack(capsys):
     _script("benchmark_packed").main(["step", "--tiny", "--steps", "1", "--batch", "8",
                                       "--layouts", "resnet32x1", "--packs", "1,2",

@@ -80,6 +80,7 @@ def resnet10_config(tree):
     return config
 
 
+@pytest.mark.slow
 def test_init_checkpoint_from_a_pth_starts_from_its_weights(tree, torchvision, tmp_path):
     config = resnet10_config(tree)
     config.model.init_checkpoint = torchvision.path
@@ -96,6 +97,7 @@ def test_init_checkpoint_from_a_pth_starts_from_its_weights(tree, torchvision, t
     assert trained.step == 1
 
 
+@pytest.mark.slow
 def test_imported_workdir_evaluates_predicts_and_resumes(tree, torchvision, tmp_path):
     config = resnet10_config(tree)
     workdir = str(tmp_path / "imported")
@@ -129,6 +131,7 @@ def test_a_checkpoint_of_another_model_is_refused_before_anything_is_written(tre
     assert not (workdir / "checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_cli(tree, torchvision, tmp_path):
     workdir = tmp_path / "cli"
     result = subprocess.run(
@@ -159,6 +162,7 @@ def hundred_classes(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_official_ride_checkpoint_imports_into_its_stage_and_evaluates(hundred_classes,
                                                                        tmp_path):
     """RIDE's CIFAR-100 checkpoint into the experts stage of configs/cifar100_lt_ride.py, on a

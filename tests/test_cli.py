@@ -184,6 +184,7 @@ CATALOGUE = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", sorted(CATALOGUE))
 def test_bad_input_is_one_message_and_exit_2_and_changes_nothing(case, tiny_workdir, tmp_path):
     command, needles = CATALOGUE[case]

@@ -67,6 +67,7 @@ def _records(path):
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_train_resume_evaluate_predict_and_sweep_table_on_a_gs_workdir(bucket, monkeypatch):
     from ltx import predict, report, sweep
 

@@ -168,6 +168,7 @@ def test_the_static_check_starts_no_jax_backend():
     assert out.stdout.strip().splitlines()[-1] == "[]"
 
 
+@pytest.mark.slow
 def test_a_launch_checks_each_stage_config_once_per_tier(tmp_path, monkeypatch):
     """ltx.train's static check, stages.train's full check and each stage's Run all ask; each
     tier runs once per distinct stage config."""

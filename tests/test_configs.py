@@ -20,6 +20,7 @@ def test_the_config_folder_is_not_empty():
             "inaturalist2018_balpoe.py", "places_lt_balpoe.py"} <= names
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
 def test_config_loads_and_documents_its_launch_command(path):
     config = config_lib.load_config_file(path)

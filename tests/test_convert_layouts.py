@@ -89,6 +89,7 @@ def converted(case, sources):
     return model, variables, report, state_dict
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_official_checkpoint_reproduces_the_official_logits(case, sources):
     model, variables, report, state_dict = converted(case, sources)
@@ -147,6 +148,7 @@ def test_single_backbone_goes_into_every_expert_and_another_head_is_kept(sources
         kernel[1], state_dict.arrays["layer4.0.conv1.weight"].transpose(2, 3, 1, 0))
 
 
+@pytest.mark.slow
 def test_ride_router_tensors_drive_the_cascade_router_as_the_official_code(sources):
     """RIDE's expert-assignment tensors (`expert_help_pred_hidden_fcs.{i}`, the shared
     `expert_help_pred_fc`) on the RIDE fixture's trunk, against the official router formula
@@ -236,6 +238,7 @@ def torchvision_shapes(blocks, bottleneck, groups=1, width_per_group=64, num_cla
     ("resnet152", (3, 8, 36, 3), True, 1, 64, 60_192_808),
     ("resnext50_32x4d", (3, 4, 6, 3), True, 32, 4, 25_028_904),
 ])
+@pytest.mark.slow
 def test_every_torchvision_tensor_has_its_ltx_variable(arch, blocks, bottleneck, groups, width,
                                                        params):
     """torchvision's published parameter counts; every tensor lands, every variable is filled,

@@ -70,6 +70,7 @@ def test_the_number_of_classes_comes_from_the_training_list_without_classes_txt(
     assert datasets.spec(config.data)[0] == 4  # Largest label + 1.
 
 
+@pytest.mark.slow
 def test_the_custom_config_trains_and_evaluates(tree, tmp_path):
     from ltx import report
 

@@ -307,6 +307,7 @@ def test_a_pickle_that_runs_code_is_refused(tmp_path):
         cifar.read_tarball(path, "cifar100")
 
 
+@pytest.mark.slow
 def test_cifar100_lt_trains_and_evaluates_from_a_prepared_tarball_offline(tmp_path):
     """The README's CIFAR path end to end, with a small synthetic tarball: ltx-prepare (the
     console command), then the CIFAR-100-LT BalPoE config for one epoch and its evaluation."""

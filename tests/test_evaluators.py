@@ -67,6 +67,7 @@ def test_config_check_names_bad_evals():
     assert "config.evals.test_time_aggregation: test-time aggregation settings" in message
 
 
+@pytest.mark.slow
 def test_the_periodic_evaluation_equals_the_post_hoc_one_of_the_same_checkpoint(tmp_path):
     """Training's evaluation at epoch 1 (metrics.jsonl 'val/...': digits-LT has a val split) and
     the restored epoch-1 checkpoint's are the same numbers; the final metrics of training and

@@ -120,6 +120,7 @@ def _steps_logged(workdir):
     return [r["step"] for r in _records(workdir) if "loss" in r]
 
 
+@pytest.mark.slow
 def test_divergence_stops_saves_nothing_and_the_run_resumes(tmp_path, monkeypatch):
     """Non-finite metrics at step 12 (the epoch-1 checkpoint is at step 9 of 18): Diverged,
     step 9 stays the newest checkpoint, then a resume of the same workdir finishes with every
@@ -183,6 +184,7 @@ def test_a_second_trainer_on_a_workdir_is_refused(tmp_path):
     assert sorted(os.listdir(workdir)) == [".lock"]
 
 
+@pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_exits_4_and_the_same_command_resumes(tmp_path):
     workdir = str(tmp_path / "run")
     command = [sys.executable, "-m", "ltx.train",

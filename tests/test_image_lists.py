@@ -313,6 +313,7 @@ def test_pipeline_end_to_end_over_the_tree(tree):
         next(pipeline.eval_batches(d.test, global_batch_size=2, mean=d.mean, std=d.std))
 
 
+@pytest.mark.slow
 def test_imagenet_lt_balpoe_config_trains_and_evaluates_over_the_tree(tree, tmp_path):
     import json
     import os

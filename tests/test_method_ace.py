@@ -299,6 +299,7 @@ def test_large_scale_configs_follow_the_released_recipes():
         load_config("imagenet_lt_ace", "arch=resnet152")
 
 
+@pytest.mark.slow
 def test_digits_config_trains_end_to_end_with_the_mixup_tail(tmp_path):
     config = tiny_config("digits_lt_ace", epochs=3, arg="mixup=0.3")
     # 55 of 60 epochs rounded down: epochs 0-1 mixed, the last unmixed.

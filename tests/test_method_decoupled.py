@@ -203,6 +203,7 @@ def test_ncm_matches_a_numpy_nearest_mean_reference(feature_type, distance):
         np.testing.assert_array_equal(got[e].argmax(-1), expected.argmax(-1))
 
 
+@pytest.mark.slow
 def test_ncm_model_predicts_with_the_class_means_in_its_collection():
     trunk = _trunk(head="cosine", experts=1)
     model = NCMModel(trunk)
@@ -226,6 +227,7 @@ def test_ncm_needs_every_class():
 # -- cRT ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_crt_trains_only_the_heads_on_stop_gradient_features():
     joint = balpoe.method_config((1.0, 0.0, -1.0))
     method = methods.build(decoupled.method_config("crt", joint), COUNTS)

@@ -186,6 +186,7 @@ def test_with_shift_bn_training_normalises_with_batch_statistics_and_without_it_
         assert np.allclose(train_logits, eval_logits, atol=1e-6) != shift_bn
 
 
+@pytest.mark.slow
 def test_stage2_classifier_learns_at_lr_factor_times_lr_and_lws_at_lr():
     """SGD's first step is -lr (g + wd w) (the momentum buffer starts at the gradient): the
     classifier's lr is 0.1 x lr_factor (0.1 for CIFAR-100-LT ratio 10), LWS's 0.1."""

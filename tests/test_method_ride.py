@@ -137,6 +137,7 @@ def test_stage_overrides_with_unknown_keys_are_named():
     assert "config.stages.router.optimizer.learning_rate" in str(err.value)
 
 
+@pytest.mark.slow
 def test_ride_stages_end_to_end_report_cascade_costs_and_resume(tmp_path):
     config = tiny_config("digits_lt_ride", epochs=1, arg="distill=1")  # Stages of 1 epoch.
     workdir = str(tmp_path / "ride")

@@ -42,6 +42,7 @@ def _digits_methods():
     return found
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("epoch", [0, 10_000])  # 10_000: after every DRW / router switch.
 def test_every_loss_of_a_padded_batch_is_the_loss_of_its_real_rows(epoch):
     """The trainer pads an epoch's smaller last batch to B rows with `Outputs.mask`: every

@@ -492,6 +492,7 @@ def test_bfloat16_computes_the_trunk_in_bfloat16_and_keeps_parameters_and_logits
     assert 0 < gap < 0.05 * np.abs(outputs["float32"]).max()  # bfloat16 did run, and is close.
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["scan", "vmap"])
 def test_cpu_materialised_relus_leave_the_train_gradient_as_it_was(monkeypatch, strategy):
     # `resnet_cifar.materialize` only stops XLA:CPU fusing each ReLU into its consumers (a speed

@@ -78,6 +78,7 @@ def _model_config(strategy, running_var="unbiased"):
         bn_running_var=running_var))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["scan", "vmap"])
 def test_a_padded_batch_through_a_multi_expert_trunk_equals_the_smaller_batch(strategy):
     model = models.build(_model_config(strategy), num_classes=5, num_experts=2)

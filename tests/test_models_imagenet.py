@@ -141,6 +141,7 @@ def test_multi_expert_parameter_counts(name, widths, shared, experts, head):
 @pytest.mark.parametrize("name, shared", [
     *[(name, shared) for name in ("resnet10", "resnet50") for shared in (0, 2, 3, 4)],
     ("resnext50_32x4d", 2), ("resnet152", 2)])
+@pytest.mark.slow
 def test_output_shapes(name, shared):
     expansion = 4 if ARCHITECTURES[name]["block"] == "bottleneck" else 1
     widths = RIDE_WIDTHS if expansion == 4 else (64, 128, 256, 512)

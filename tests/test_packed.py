@@ -50,6 +50,7 @@ def _assert_same_run(packed_dir, alone_dir):
         assert packed_config == alone_config
 
 
+@pytest.mark.slow
 def test_packed_balpoe_equals_each_seed_trained_alone(tmp_path):
     results = stages.train_packed(_packed_config("digits_lt_balpoe"), str(tmp_path / "packed"))
     assert sorted(results) == [str(tmp_path / "packed" / "seed1"),
@@ -73,6 +74,7 @@ def test_packed_ride_stages_equal_each_seed_trained_alone(tmp_path):
             _final(tmp_path / "alone" / f"seed{seed}")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("form", ["scan", "vmap"])
 def test_one_program_forms_agree_with_the_runs_alone_to_float_rounding(form):
     config = tiny_config("digits_lt_balpoe")
@@ -109,6 +111,7 @@ def test_one_program_forms_agree_with_the_runs_alone_to_float_rounding(form):
     assert differs > 1e-3  # Run 0 is not run 1: the comparison above can fail.
 
 
+@pytest.mark.slow
 def test_a_diverged_run_stops_alone_and_keeps_its_last_checkpoint(tmp_path, monkeypatch):
     calls = []
 
@@ -135,6 +138,7 @@ def test_a_diverged_run_stops_alone_and_keeps_its_last_checkpoint(tmp_path, monk
     assert _final(tmp_path / "seed1") == _final(tmp_path / "alone1")
 
 
+@pytest.mark.slow
 def test_a_preempted_pack_resumes_every_run_to_the_same_numbers(tmp_path, monkeypatch):
     calls = []
 

@@ -75,6 +75,7 @@ def custom_run(named_tree, tmp_path_factory):
 
 # -- a. class names ---------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_predict_shows_the_class_names_of_classes_txt(custom_run, named_tree):
     workdir, _ = custom_run
     result = _run(["-m", "ltx.cli", "predict", f"--workdir={workdir}",
@@ -142,6 +143,7 @@ def test_a_run_with_empty_shot_groups_writes_null_and_shows_the_mark(custom_run,
     assert row.split()[2:4] == ["-", "-"] and "nan" not in again.stdout
 
 
+@pytest.mark.slow
 def test_ltx_eval_writes_strict_json(custom_run):
     workdir, _ = custom_run
     result = _run(["-m", "ltx.cli", "eval", f"--workdir={workdir}", "--nopictures"])
@@ -218,6 +220,7 @@ if __name__ == "__main__":
 
 # -- e. a busy workdir is refused at once -----------------------------------------------------
 
+@pytest.mark.slow
 def test_a_busy_workdir_is_refused_before_any_setup_naming_the_holder(named_tree, tmp_path):
     workdir = str(tmp_path / "busy")
     with faults.WorkdirLock(workdir):
@@ -317,6 +320,7 @@ def test_the_class_names_of_both_tarball_versions_are_read(binary, tmp_path):
 
 # -- g. ltx-stats reads no data ---------------------------------------------------------------
 
+@pytest.mark.slow
 def test_stats_of_a_config_needs_no_data_location():
     config = os.path.join(CONFIG_DIR, "imagenet_lt_ce.py")
     result = _run(["-m", "ltx.cli", "stats", f"--config={config}"], timeout=300)

@@ -74,6 +74,7 @@ def test_bad_prior_is_named(predictor, test_images, prior, message):
     assert "0.2" in str(err.value) or "0.5" in str(err.value)
 
 
+@pytest.mark.slow
 def test_folder_of_images_and_cli(workdir, predictor, test_images, tmp_path):
     images, labels = test_images
     folder = tmp_path / "imgs"

@@ -67,6 +67,7 @@ def test_an_unrelated_checkpoint_is_rejected():
         checkpointing.transplant(target, {"other": {"kernel": np.zeros((3, 3))}})
 
 
+@pytest.mark.slow
 def test_run_starts_from_a_previous_run(tmp_path):
     config = tiny_config("digits_lt_ce", epochs=1)
     _, first = trainer.train_and_evaluate(config, str(tmp_path / "ce"))

@@ -114,6 +114,7 @@ def test_records_and_files_give_the_same_splits(tree):
     np.testing.assert_array_equal(from_files.class_counts, from_records.class_counts)
 
 
+@pytest.mark.slow
 def test_training_and_evaluation_read_the_records(tree, tmp_path):
     from ltx import report, trainer
 

@@ -141,6 +141,7 @@ def test_missing_workdir_and_checkpoints_are_named(tmp_path):
         evaluate.evaluate_workdir(str(tmp_path))
 
 
+@pytest.mark.slow
 def test_cli(workdir):
     result = subprocess.run([sys.executable, "-m", "ltx.cli", "eval", f"--workdir={workdir}",
                              "--shot_convention=ace", "--nopictures"],

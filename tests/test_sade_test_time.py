@@ -167,6 +167,7 @@ def test_methods_with_their_own_aggregation_are_refused():
     test_time.check_applies(dataclasses.replace(own, aggregate=base.mean_aggregate), 3)
 
 
+@pytest.mark.slow
 def test_eval_report_has_the_learned_weights_and_their_accuracy(tiny_workdir):
     report = evaluate.evaluate_workdir(tiny_workdir, factors=(50,), pictures=False,
                                        evals={"test_time_aggregation": {}})

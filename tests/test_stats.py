@@ -64,6 +64,7 @@ def test_resnet32_reference_point(classes, params):
         assert s["gflops"] == pytest.approx(0.069, rel=0.01)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["vmap", "scan"])
 def test_expert_counts_add_up(strategy):
     """Shared trunk once, each expert's branch once per expert, whichever strategy runs them."""
@@ -104,6 +105,7 @@ def test_num_experts_of():
         stats.num_experts_of(ml_collections.ConfigDict({"name": "ride"}))
 
 
+@pytest.mark.slow
 def test_command_line_prints_one_json_object():
     out = subprocess.run(
         [sys.executable, "-m", "ltx.cli", "stats", "--config=configs/digits_lt_balpoe.py"],

@@ -40,6 +40,7 @@ def _sweep(root, *extra):
             f"--configs={CE}:tiny=1,{LA}:tiny=1", "--seeds=1,2", *extra]
 
 
+@pytest.mark.slow
 def test_a_killed_sweep_resumes_and_a_finished_one_trains_nothing(tmp_path):
     root = str(tmp_path / "grid")
     process = subprocess.Popen(_sweep(root), stdout=subprocess.DEVNULL,

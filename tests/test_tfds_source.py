@@ -154,6 +154,7 @@ def test_imagenet_lt_splits_from_tfds_and_from_imagenet2012_joined_with_the_list
     np.testing.assert_array_equal(source[3]["image"], direct.train.source[3]["image"])
 
 
+@pytest.mark.slow
 def test_imagenet_lt_from_tfds_trains_evaluates_with_the_shifted_lists_and_predicts(tmp_path):
     from ltx import predict, report, trainer
 

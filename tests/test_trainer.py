@@ -31,6 +31,7 @@ def tiny_config(epochs=2):
     return c
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("on_device", [False, True])
 def test_train_step_on_four_devices_equals_one_device(on_device):
     """Also with the augmentation in the step (its draws cover the global batch)."""
@@ -93,6 +94,7 @@ class _Interrupt(Exception):
     pass
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("on_device", [False, True])
 def test_resume_after_a_stop_gives_the_uninterrupted_state(tmp_path, on_device, monkeypatch):
     config = tiny_config(epochs=2)
@@ -162,6 +164,7 @@ def test_bad_config_values_are_named(field, value, expected, tmp_path):
     assert not os.listdir(tmp_path)
 
 
+@pytest.mark.slow
 def test_short_digits_run_learns_and_writes_final_metrics(tmp_path):
     config = load_config("digits_lt_balpoe", "epochs=12")
     config.model.blocks_per_stage = 2
@@ -184,6 +187,7 @@ def test_short_digits_run_learns_and_writes_final_metrics(tmp_path):
     assert json.load(open(os.path.join(workdir, "config.json")))["method"]["name"] == "balpoe"
 
 
+@pytest.mark.slow
 def test_cli_runs_a_config_with_overrides(tmp_path):
     workdir = str(tmp_path / "cli")
     config = os.path.join(CONFIG_DIR, "digits_lt_balpoe.py")
@@ -204,6 +208,7 @@ def test_cli_runs_a_config_with_overrides(tmp_path):
     assert "batch_size=0" in result.stderr
 
 
+@pytest.mark.slow
 def test_mixup_stops_at_mixup_epochs():
     """ACE's last epochs are mixup-free: past `mixup_epochs` the step equals the unmixed one."""
     config = tiny_config()
@@ -266,6 +271,7 @@ def test_cifar100_lt_epochs_and_learning_rate_fall_on_the_official_steps(tmp_pat
     assert before == float(method.loss(outputs, labels, 0)) and abs(after - before) > 1e-3
 
 
+@pytest.mark.slow
 def test_a_padded_masked_batch_trains_as_the_smaller_batch_alone():
     """One train step on 11 real rows padded to 16 (`mask`) equals the step on the 11 rows:
     loss, gradients (through the updated parameters and optimizer state) and BatchNorm
@@ -332,6 +338,7 @@ def test_compile_cache_directory_follows_config_then_environment(monkeypatch, tm
     assert compile_cache.directory("") == os.path.expanduser(compile_cache.DEFAULT)
 
 
+@pytest.mark.slow
 def test_a_second_identical_run_compiles_nothing_new(tmp_path):
     """The second launch of the same command finds every program in the persistent cache."""
     cache = tmp_path / "cache"
