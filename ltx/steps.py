@@ -137,8 +137,9 @@ def make_packed_train_step(model, method: methods.Method, tx: optax.GradientTran
     with the runs on its leading axis: a stacked TrainState, batches [N, B, ...] sharded on
     'data' along B, keys [N], stacked teacher variables or None); 'scan' runs them one after
     another inside the program (`jax.lax.map`; XLA fuses the loop body differently from the
-    step alone, so results agree to float rounding, not bit for bit), 'vmap' batches them into
-    one wider program (accelerators, where one ResNet-32 step is too small to fill the device).
+    step alone, so results agree to float rounding, not bit for bit; on XLA:CPU the loop body
+    ran some 45x slower than the step alone, experiments/benchmark_packed.py), 'vmap' batches
+    them into one wider program (accelerators, where one ResNet-32 step is too small to fill the device).
     `source` is the replicated uint8 training images [M, H, W, C] that the runs share
     (augmenting on device), or None.
     """
