@@ -139,7 +139,8 @@ def make_packed_train_step(model, method: methods.Method, tx: optax.GradientTran
     another inside the program (`jax.lax.map`; XLA fuses the loop body differently from the
     step alone, so results agree to float rounding, not bit for bit; on XLA:CPU the loop body
     ran some 45x slower than the step alone, experiments/benchmark_packed.py), 'vmap' batches
-    them into one wider program (accelerators, where one ResNet-32 step is too small to fill the device).
+    them into one wider program (accelerators, where one ResNet-32 step is too small to fill
+    the device).
     `source` is the replicated uint8 training images [M, H, W, C] that the runs share
     (augmenting on device), or None.
     """
