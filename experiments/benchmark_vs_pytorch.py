@@ -120,7 +120,10 @@ def _ltx_worker(args):
     _serve(run_one, num_params, threads=f"XLA:CPU, {os.cpu_count()} cores")
 
 
-def _torch_model(layout: dict, num_classes: int, channels_last: bool):
+def _torch_model(layout: dict, num_classes: int, channels_last: bool, *, in_channels: int = 3,
+                 per_expert: bool = False):
+    """The PyTorch ResNet-32 of `layout`; its forward gives the mean of the expert logits
+    [B, C], or with `per_expert` each expert's [E, B, C] (experiments/pytorch_digits_balpoe.py)."""
     import torch
     import torch.nn.functional as F
     from torch import nn
@@ -159,7 +162,7 @@ def _torch_model(layout: dict, num_classes: int, channels_last: bool):
             super().__init__()
             widths, shared = layout["widths"], layout["num_shared_stages"]
             strides = (1, 2, 2)
-            self.stem = nn.Sequential(nn.Conv2d(3, widths[0], 3, 1, 1, bias=False),
+            self.stem = nn.Sequential(nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False),
                                       nn.BatchNorm2d(widths[0]), nn.ReLU())
             trunk, cin = [], widths[0]
             for i in range(shared):
@@ -181,7 +184,7 @@ def _torch_model(layout: dict, num_classes: int, channels_last: bool):
         def forward(self, x):
             shared = self.trunk(self.stem(x))
             logits = [h(e(shared).mean(dim=(2, 3))) for e, h in zip(self.experts, self.heads)]
-            return torch.stack(logits).mean(dim=0)
+            return torch.stack(logits) if per_expert else torch.stack(logits).mean(dim=0)
 
     model = Net()
     if channels_last:

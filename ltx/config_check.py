@@ -4,10 +4,13 @@
 config key, the bad value and what is expected; `check(config)` raises `ConfigError` with all of
 them. Two tiers:
 
-- the static tier reads only the config (types, ranges, names of methods / datasets / heads /
-  samplers / shot conventions / augmentations / schedules, lengths, stage structure, paths that
-  must exist). It imports no JAX computation, so `ltx.train` runs it before
-  `jax.distributed.initialize()`, which must precede any;
+- the static tier reads only the config. What each field accepts (type, range, the registry
+  its name must be in, a path that must exist) is declared beside the field's default in
+  `ltx.config_lib` (`BASE_FIELDS` and each family helper's own, as `config_lib.Accepts`); this
+  module checks a config against those declarations and adds the checks that relate several
+  fields (widths per trunk, decay epochs within the run, the data source's packages and
+  folders, stage structure, evaluator settings). It imports no JAX computation, so
+  `ltx.train` runs it before `jax.distributed.initialize()`, which must precede any;
 - the build tier (`built=True`, only when the static tier passed) builds, without reading any
   data, what the run would build: the method on stand-in class counts (its own checks: lambdas vs
   experts, loss options), the model module, the learning-rate schedule, and checks the batch
@@ -23,9 +26,11 @@ remembered (by its JSON, and the device count for the build tier), so the entry 
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import math
 import numbers
+import re
 
 import ml_collections
 
@@ -41,15 +46,23 @@ class ConfigError(ValueError):
         super().__init__(f"{len(self.problems)} problem(s) in the config:\n{lines}")
 
 
-def check(config: ml_collections.ConfigDict, *, built: bool = True) -> None:
+# The config fields that say where the data lies; a tool that reads no data ignores them.
+DATA_LOCATIONS = ("data.root", "data.list_dir", "data.data_dir", "data.records_dir",
+                  "data.tfds_data_dir")
+
+
+def check(config: ml_collections.ConfigDict, *, built: bool = True, data: bool = True) -> None:
     """Raises `ConfigError` listing every problem of `config` (see `problems`)."""
-    found = problems(config, built=built)
+    found = problems(config, built=built, data=data)
     if found:
         raise ConfigError(found)
 
 
-def problems(config: ml_collections.ConfigDict, *, built: bool = True) -> list[str]:
-    """Every problem of `config` and of each of its stages; [] for a good config."""
+def problems(config: ml_collections.ConfigDict, *, built: bool = True,
+             data: bool = True) -> list[str]:
+    """Every problem of `config` and of each of its stages; [] for a good config. With
+    `data=False` (a tool that reads none of the data: `ltx-stats --config`, `ltx-import` given
+    the class counts) the problems of `DATA_LOCATIONS` are no problems."""
     try:
         staged = config_lib.stage_configs(config)
     except ValueError as err:
@@ -62,6 +75,10 @@ def problems(config: ml_collections.ConfigDict, *, built: bool = True) -> list[s
         runs = [("", config)]
     for prefix, run_config in runs:
         found += [prefix + p for p in _once("static", run_config, _static_problems)]
+    if not data:
+        location = re.compile(r"(^|: )config\.(" + "|".join(map(re.escape, DATA_LOCATIONS))
+                              + r")[ =]")
+        found = [p for p in found if not location.search(p)]
     if built and not found:
         for prefix, run_config in runs:
             found += [prefix + p for p in _once("built", run_config, _built_problems)]
@@ -139,6 +156,30 @@ class _Checker:
             return None
         return value
 
+    def accepts(self, key: str, rule: "config_lib.Accepts"):
+        """Checks `key` against what its helper declares (`config_lib.Accepts`); returns the
+        value where it is good, else None."""
+        if rule.kind in ("number", "integer"):
+            return self.number(key, integer=rule.kind == "integer", low=rule.low,
+                               high=rule.high, low_open=rule.low_open,
+                               high_open=rule.high_open, required=rule.required)
+        if rule.kind == "choice":
+            return self.choice(key, _registry(rule.options), required=rule.required)
+        if rule.kind == "flag":
+            return self.boolean(key)
+        if rule.kind == "path":
+            return self.existing_path(key, directory=rule.directory, what=rule.what)
+        raise ValueError(f"{key}: unknown kind of field {rule.kind!r}")
+
+    def valid(self, key: str):
+        """The value of `key` where it is what its declaration accepts, else None (its problem
+        is reported once, by `accepts`)."""
+        rule = _all_declared().get(key)
+        if rule is None:
+            value = self.get(key)
+            return None if value is _MISSING else value
+        return _Checker(self.config).accepts(key, rule)
+
     def boolean(self, key: str) -> None:
         value = self.get(key)
         if value is not _MISSING and not isinstance(value, bool):
@@ -157,37 +198,76 @@ class _Checker:
 _MISSING = object()
 
 
+def _registry(options) -> tuple:
+    """A choice's values: `options` itself, or the registry 'module:NAME' names (a tuple, or a
+    function giving one)."""
+    if not isinstance(options, str):
+        return tuple(options)
+    module, _, name = options.partition(":")
+    found = getattr(importlib.import_module(module), name)
+    return tuple(found() if callable(found) else found)
+
+
+def _all_declared() -> dict:
+    return {**config_lib.BASE_FIELDS, **config_lib.LONG_TAIL_FIELDS,
+            **config_lib.FIXED_SIZE_FIELDS, **config_lib.CIFAR_AUGMENT_FIELDS,
+            **config_lib.LIST_FILE_FIELDS, **config_lib.IMAGENET_AUGMENT_FIELDS,
+            **config_lib.CIFAR_RESNET_FIELDS}
+
+
 def _static_problems(config) -> list[str]:
-    # Imports here: pure-Python registries (no JAX computation at import).
-    from ltx import methods, models, optim
-    from ltx.data import datasets, device_augment, long_tail, pipeline, shots
-
+    """Each field against what its helper in `ltx.config_lib` declares it accepts, then the
+    checks that relate several fields or need an optional package."""
     c = _Checker(config)
-    c.number("seed", integer=True)
-    epochs = c.number("num_epochs", low=0, low_open=True)
-    c.number("batch_size", integer=True, low=1)
-    c.number("mixup_alpha", low=0)
-    c.number("mixup_epochs", low=-1)
-    c.number("log_every_steps", integer=True, low=1)
-    for key in ("tensorboard", "distributed", "eval.posthoc_test_prior", "checkpoint.async_save",
-                "data.augment.flip", "data.augment.on_device"):
-        c.boolean(key)
+    for key, rule in _declared_fields(c).items():
+        c.accepts(key, rule)
+    _pack_problems(c)
+    _data_problems(c)
+    _model_problems(c)
+    teacher = c.get("teacher.workdir")
+    if teacher and files.isdir(teacher) and not files.isfile(
+            files.join(teacher, "final_metrics.json")):
+        c.bad("teacher.workdir", teacher, "a finished run (it has no final_metrics.json)")
+    _schedule_problems(c)
+    _evals_problems(c)
+    return c.found
 
-    c.choice("pack.form", ("auto", "scan", "vmap"), required=False)
+
+def _declared_fields(c) -> dict:
+    """{dotted key: `config_lib.Accepts`} of the fields this config's helpers set: the base
+    config's, its data family's and its trunk's."""
+    from ltx.data import device_augment
+    rules = dict(config_lib.BASE_FIELDS)
+    name, kind = c.valid("data.name"), c.valid("data.augment.kind")
+    if name in device_augment.IN_MEMORY_DATASETS:
+        rules.update(config_lib.LONG_TAIL_FIELDS, **config_lib.FIXED_SIZE_FIELDS)
+        if kind == "cifar":
+            rules.update(config_lib.CIFAR_AUGMENT_FIELDS)
+    elif name is not None:  # The list-file datasets.
+        rules.update(config_lib.LIST_FILE_FIELDS)
+        if name == "list_files":
+            rules.update(config_lib.LONG_TAIL_FIELDS)
+        if kind == "imagenet":
+            rules.update(config_lib.IMAGENET_AUGMENT_FIELDS)
+    if c.valid("model.name") == "resnet32":
+        rules.update(config_lib.CIFAR_RESNET_FIELDS)
+    return rules
+
+
+def _pack_problems(c) -> None:
     seeds = c.get("pack.seeds")
     if seeds not in (_MISSING, None) and (
             not isinstance(seeds, (tuple, list)) or len(set(seeds)) != len(seeds)
             or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)):
         c.bad("pack.seeds", seeds, "distinct integer seeds, e.g. (1, 2, 3)")
-
     if c.get("tensorboard") is True and importlib.util.find_spec("tensorboardX") is None:
         c.found.append("config.tensorboard=True needs tensorboardX, which is not installed: "
                        "pip install -e '.[tensorboard]'")
 
-    # data
-    name = c.choice("data.name", datasets.NAMES)
-    source = c.choice("data.source", datasets.SOURCES, required=False)
-    tfds = source == "tfds"
+
+def _data_problems(c) -> None:
+    from ltx.data import device_augment
+    name, source = c.valid("data.name"), c.valid("data.source")
     if source == "records":
         if importlib.util.find_spec("array_record") is None:
             c.found.append("config.data.source='records' needs array_record, which is not "
@@ -198,121 +278,65 @@ def _static_problems(config) -> list[str]:
         elif not c.get("data.records_dir"):
             c.found.append("config.data.records_dir is empty; expected the folder "
                            "`ltx-prepare records` wrote")
-        c.existing_path("data.records_dir", directory=True, what="a folder")
-    if tfds:
+    if source == "tfds":
         if importlib.util.find_spec("tensorflow_datasets") is None:
             c.found.append("config.data.source='tfds' needs tensorflow-datasets, which is not "
                            "installed: pip install -e '.[tfds]' (TensorFlow is not needed)")
-        c.existing_path("data.tfds_data_dir", directory=True, what="a TFDS data directory")
         if name == "list_files" and not c.get("data.tfds_name"):
             c.found.append("config.data.tfds_name is empty; a custom dataset read from TFDS "
                            "needs the TFDS dataset's name (e.g. 'food101')")
-    c.number("data.num_workers", integer=True, low=-1)
-    c.choice("data.sampler", pipeline.SAMPLERS)
-    c.choice("data.last_batch", pipeline.LAST_BATCH, required=False)
-    kind = c.choice("data.augment.kind", ("cifar", "imagenet"))
-    if name in device_augment.IN_MEMORY_DATASETS:
-        c.number("data.imbalance_ratio", low=1)
-        c.choice("data.profile", long_tail.PROFILES)
-        c.number("data.subset_seed", integer=True)
-        c.existing_path("data.data_dir", directory=True, what="a data directory")
-        if kind == "cifar":
-            c.number("data.augment.crop_padding", integer=True, low=0)
-            c.number("data.augment.rotation", low=0)
-            c.boolean("data.augment.autoaugment")
-    elif name is not None:  # The list-file datasets.
+    if name is not None and name not in device_augment.IN_MEMORY_DATASETS:
+        kind = c.valid("data.augment.kind")
         if kind != "imagenet" and kind is not None:
             c.bad("data.augment.kind", kind, f"'imagenet' for {name} (images of every size)")
-        root = c.get("data.root")
-        if not root and source not in ("tfds", "records"):
+        if not c.get("data.root") and source not in ("tfds", "records"):
             c.found.append(f"config.data.root is empty; expected the image root of {name} "
                            "(the folder the list files' paths are relative to)")
-        c.existing_path("data.root", directory=True, what="a folder")
-        c.existing_path("data.list_dir", directory=True, what="a folder")
-        if name == "list_files":
-            classes = c.get("data.num_classes")
-            if classes != 0:  # 0: from classes.txt or the training list.
-                c.number("data.num_classes", integer=True, low=2)
-            c.number("data.imbalance_ratio", low=1)
-            c.choice("data.profile", long_tail.PROFILES)
-            c.number("data.subset_seed", integer=True)
-        if kind == "imagenet":
-            c.number("data.augment.crop_size", integer=True, low=1)
-            c.number("data.augment.eval_resize", integer=True, low=1)
+        if name == "list_files" and c.get("data.num_classes") != 0:
+            c.accepts("data.num_classes", config_lib.integer(low=2))  # 0: from the lists.
     if name is not None and c.get("data.augment.on_device") is True:
-        c.found.extend(device_augment.unsupported(config.data.augment, name))
+        c.found.extend(device_augment.unsupported(c.config.data.augment, name))
 
-    # model
-    arch = c.choice("model.name", models.ARCHITECTURES)
-    widths = c.get("model.widths")
+
+def _model_problems(c) -> None:
+    arch, widths = c.valid("model.name"), c.get("model.widths")
     stages = 3 if arch == "resnet32" else 4
     if widths is not _MISSING and arch is not None:
         if (not isinstance(widths, (tuple, list)) or len(widths) != stages
                 or not all(isinstance(w, int) and w > 0 for w in widths)):
             c.bad("model.widths", widths, f"{stages} positive stage widths for {arch}")
-    if arch == "resnet32":
-        c.number("model.blocks_per_stage", integer=True, low=1)
-        strides = c.get("model.strides")
-        if strides is not _MISSING and (not isinstance(strides, (tuple, list))
-                                        or len(strides) != 3):
-            c.bad("model.strides", strides, "3 stage strides")
-    c.number("model.num_shared_stages", integer=True, low=0, high=stages)
-    c.choice("model.head", models.HEAD_KINDS)
-    c.number("model.cosine_scale", low=0, low_open=True)
-    c.choice("model.expert_strategy", models.EXPERT_STRATEGIES)
-    c.choice("model.bn_running_var", models.BN_RUNNING_VARS, required=False)
-    c.choice("model.dtype", models.COMPUTE_DTYPES, required=False)
-    c.existing_path("model.init_checkpoint", directory=False,
-                    what="an ltx workdir or a checkpoint file")
+    strides = c.get("model.strides")
+    if arch == "resnet32" and strides is not _MISSING and (
+            not isinstance(strides, (tuple, list)) or len(strides) != 3):
+        c.bad("model.strides", strides, "3 stage strides")
+    c.accepts("model.num_shared_stages", config_lib.integer(low=0, high=stages))
 
-    # method
-    method = c.choice("method.name", methods.names())
-    teacher = c.get("teacher.workdir")
-    if teacher:
-        c.existing_path("teacher.workdir", directory=True, what="a finished training workdir")
-        if files.isdir(teacher) and not files.isfile(files.join(teacher, "final_metrics.json")):
-            c.bad("teacher.workdir", teacher, "a finished run (it has no final_metrics.json)")
-    del method
 
-    # optimizer and schedule
-    c.choice("optimizer.name", ("sgd",))
-    c.number("optimizer.lr", low=0, low_open=True)
-    c.number("optimizer.momentum", low=0, high=1, high_open=True)
-    c.number("optimizer.weight_decay", low=0)
-    c.number("optimizer.reference_batch_size", integer=True, low=0)
-    c.choice("schedule.name", optim.SCHEDULES)
-    c.choice("schedule.granularity", ("epoch", "step"))
-    c.number("schedule.decay_factor", low=0, high=1, low_open=True)
-    c.number("schedule.warmup_epochs", low=0)
-    decay = c.get("schedule.decay_epochs")
-    if epochs is not None:
-        if decay is not _MISSING:
-            outside = [e for e in tuple(decay) if not 0 < e <= epochs]
-            if outside:
-                c.found.append(
-                    f"config.schedule.decay_epochs={tuple(decay)} has {outside} outside "
-                    f"(0, num_epochs={epochs}]; a shorter run should rescale the schedule "
-                    "through the config argument (e.g. --config=<file>:epochs=N) rather than "
-                    "--config.num_epochs")
+def _schedule_problems(c) -> None:
+    epochs, decay = c.valid("num_epochs"), c.get("schedule.decay_epochs")
+    if epochs is not None and decay is not _MISSING:
+        outside = [e for e in tuple(decay) if not 0 < e <= epochs]
+        if outside:
+            c.found.append(
+                f"config.schedule.decay_epochs={tuple(decay)} has {outside} outside "
+                f"(0, num_epochs={epochs}]; a shorter run should rescale the schedule "
+                "through the config argument (e.g. --config=<file>:epochs=N) rather than "
+                "--config.num_epochs")
 
-    # evaluation and checkpoints
-    c.number("eval.every_epochs", low=0)
-    c.number("eval.batch_size", integer=True, low=1)
-    c.choice("eval.shot_convention", shots.SHOT_CONVENTIONS)
-    c.number("eval.num_bins", integer=True, low=1)
+
+def _evals_problems(c) -> None:
+    from ltx import methods
     evals = c.get("evals")
-    if evals is not _MISSING and evals is not None:
-        for name, settings in evals.items():
-            try:
-                evaluator = methods.evaluator(name)
-                if evaluator.validate is not None:
-                    evaluator.validate(**(settings.to_dict() if hasattr(settings, "to_dict")
-                                          else dict(settings or {})))
-            except (ValueError, TypeError) as err:
-                c.found.append(f"config.evals.{name}: {err}")
-    c.number("checkpoint.every_epochs", low=0)
-    c.number("checkpoint.max_to_keep", integer=True, low=1)
-    return c.found
+    if evals is _MISSING or evals is None:
+        return
+    for name, settings in evals.items():
+        try:
+            evaluator = methods.evaluator(name)
+            if evaluator.validate is not None:
+                evaluator.validate(**(settings.to_dict() if hasattr(settings, "to_dict")
+                                      else dict(settings or {})))
+        except (ValueError, TypeError) as err:
+            c.found.append(f"config.evals.{name}: {err}")
 
 
 def _finish_problems(config) -> list[str]:

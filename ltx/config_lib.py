@@ -12,6 +12,7 @@ recipe moved to the `epochs` asked for and, for `tiny=1`, shrunk:
 """
 
 import copy
+import dataclasses
 import difflib
 import functools
 import importlib.util
@@ -21,6 +22,61 @@ import ml_collections
 
 # The keys of `config.stages.<name>` that link stages instead of overriding the config.
 LINK_KEYS = ("init_from", "teacher_from")
+
+# `config.pack.form`s (`ltx.packed`): 'auto' is 'loop' on CPU, 'vmap' elsewhere.
+PACK_FORMS = ("auto", "loop", "scan", "vmap")
+
+
+@dataclasses.dataclass(frozen=True)
+class Accepts:
+    """What one config field accepts. Each helper below declares its fields' `Accepts` beside
+    their defaults (`BASE_FIELDS` after `base_config`, ...); `ltx.config_check` checks a config
+    against them before JAX starts, with the checks that relate several fields.
+
+    Attributes:
+      kind: 'number', 'integer', 'flag', 'choice' or 'path'.
+      low, high, low_open, high_open: a number's range (open: the bound itself is refused).
+      options: a choice's values, or 'module:NAME' naming a registry (a tuple, or a function
+        giving one) that is read only when checking, so that a config file imports no JAX.
+      required: whether a missing field is a problem (else it is not checked).
+      directory, what: a path that must exist when it is set: a folder or any file, `what`
+        naming it in the message.
+    """
+
+    kind: str
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    options: tuple | str = ()
+    required: bool = True
+    directory: bool = False
+    what: str = ""
+
+
+def number(low=None, high=None, *, low_open=False, high_open=False) -> Accepts:
+    """A finite number in [low, high] (bounds open where asked)."""
+    return Accepts("number", low, high, low_open, high_open)
+
+
+def integer(low=None, high=None) -> Accepts:
+    """An integer in [low, high]."""
+    return Accepts("integer", low, high)
+
+
+def flag() -> Accepts:
+    """True or False (checked where present)."""
+    return Accepts("flag", required=False)
+
+
+def one_of(options, *, required: bool = True) -> Accepts:
+    """One of `options` (values, or 'module:NAME' of a registry)."""
+    return Accepts("choice", options=options, required=required)
+
+
+def existing(what: str, *, directory: bool = True) -> Accepts:
+    """A path that exists when it is not empty (a local path or a URL such as gs://...)."""
+    return Accepts("path", required=False, directory=directory, what=what)
 
 
 def from_json(raw: dict) -> ml_collections.ConfigDict:
@@ -36,6 +92,8 @@ def from_json(raw: dict) -> ml_collections.ConfigDict:
 
 
 def base_config() -> ml_collections.ConfigDict:
+    """The defaults every config starts from (its helpers below then set a dataset family and a
+    trunk); what each field accepts is `BASE_FIELDS`."""
     c = ml_collections.ConfigDict()
     c.seed = 1
     c.num_epochs = 200
@@ -48,56 +106,14 @@ def base_config() -> ml_collections.ConfigDict:
     # ~/.cache/ltx/jax; 'off' disables it.
     c.compile_cache_dir = ""
     c.distributed = False  # jax.distributed.initialize() for multi-host (or LTX_DISTRIBUTED=1).
-    # Packed runs (ltx.packed): these seeds trained as one program, run k in <workdir>/seed<k>;
-    # form 'scan' (one run after another in the program), 'vmap' or 'auto' (scan on CPU).
+    # Packed runs (ltx.packed): these seeds trained as one process, run k in <workdir>/seed<k>;
+    # form 'loop' (each run's step in turn), 'scan' (one program, the runs one after another),
+    # 'vmap' (one program over stacked runs) or 'auto' (loop on CPU, vmap elsewhere).
     c.pack = ml_collections.ConfigDict()
     c.pack.seeds = ()
     c.pack.form = "auto"
-
-    c.data = ml_collections.ConfigDict()
-    c.data.name = ""  # A dataset helper below sets it with its family's fields.
-    # Where the records come from: 'files' (CIFAR's prepared folder, list files and images),
-    # 'tfds' (a TFDS dataset prepared in ArrayRecord format, read without TensorFlow; the
-    # 'tfds' extra; ltx.data.tfds_source says how each family's splits are chosen) or, for the
-    # list-file datasets, 'records' (pre-resized shards of `ltx-prepare records`,
-    # data.records_dir; ltx.data.records).
-    c.data.source = "files"
-    c.data.tfds_name = ""  # '' = the family's TFDS dataset (tfds_source.TFDS_NAMES); 'name:1.0.0'.
-    c.data.tfds_data_dir = ""  # '' = $TFDS_DATA_DIR or ~/tensorflow_datasets; may be gs://.
-    # grain worker processes for decoding and augmentation; -1: one per core but one (at most 16).
-    c.data.num_workers = 0
-    c.data.sampler = "shuffle"  # Or 'class_balanced' (RIDE's router stage).
-    # Epochs as the official DataLoaders count them (drop_last=False): ceil(N / B) steps, the last
-    # batch smaller (padded and masked). 'drop': floor(N / B); 'stream': ltx's earlier batches
-    # across epoch boundaries (N / B steps).
-    c.data.last_batch = "pad"
-    c.data.augment = ml_collections.ConfigDict()
-    # 'cifar': padded crop/flip/rotation/AutoAugment on fixed-size images (digits, CIFAR);
-    # 'imagenet': random resized crop/flip/colour jitter/RandAugment (the list-file datasets).
-    c.data.augment.kind = "cifar"
-    c.data.augment.flip = True
-    # Keep the training images on the devices and run the whole augmentation inside the train
-    # step (ltx.data.device_augment) instead of in host Python: the in-memory datasets' default
-    # (add_fixed_size_data); False there selects the host pipeline.
-    c.data.augment.on_device = False
-
-    c.model = ml_collections.ConfigDict()
-    c.model.name = "resnet32"  # A trunk helper below sets its family's fields.
-    c.model.num_shared_stages = 1
-    c.model.head = "cosine"
-    c.model.cosine_scale = 30.0
-    # 'auto': 'scan' on CPU (vmapped convolutions are slow on XLA:CPU), 'vmap' elsewhere.
-    c.model.expert_strategy = "auto"
-    # BatchNorm's running variance: 'unbiased' (PyTorch, every official code base) or 'biased'
-    # (flax's nn.BatchNorm). Batch statistics are those of the global batch either way.
-    c.model.bn_running_var = "unbiased"
-    # 'bfloat16': convolutions and matmuls of the trunk in bfloat16 (mixed precision); parameters,
-    # BatchNorm statistics, the heads, logits and losses stay float32.
-    c.model.dtype = "float32"
-    # An ltx workdir (or its checkpoints/<step> folder) whose parameters initialise the model;
-    # trunk weights are copied into every expert (see ltx.checkpointing.transplant).
-    c.model.init_checkpoint = ""
-
+    _add_data_defaults(c)
+    _add_model_defaults(c)
     # The method's fields come from its home's config helper (e.g.
     # `ltx.methods.balpoe.method_config`, `ltx.methods.ride.config.method_config`). A field named
     # `*_epoch` is an epoch of the schedule (`scale_epochs` moves it with `epochs=N`).
@@ -161,6 +177,105 @@ def base_config() -> ml_collections.ConfigDict:
     return c
 
 
+def _add_data_defaults(c: ml_collections.ConfigDict) -> None:
+    """config.data: the dataset, its source and reading, the augmentation's common fields."""
+    c.data = ml_collections.ConfigDict()
+    c.data.name = ""  # A dataset helper below sets it with its family's fields.
+    # Where the records come from: 'files' (CIFAR's prepared folder, list files and images),
+    # 'tfds' (a TFDS dataset prepared in ArrayRecord format, read without TensorFlow; the
+    # 'tfds' extra; ltx.data.tfds_source says how each family's splits are chosen) or, for the
+    # list-file datasets, 'records' (pre-resized shards of `ltx-prepare records`,
+    # data.records_dir; ltx.data.records).
+    c.data.source = "files"
+    c.data.tfds_name = ""  # '' = the family's TFDS dataset (tfds_source.TFDS_NAMES); 'name:1.0.0'.
+    c.data.tfds_data_dir = ""  # '' = $TFDS_DATA_DIR or ~/tensorflow_datasets; may be gs://.
+    # grain worker processes for decoding and augmentation; -1: one per core but one (at most 16).
+    c.data.num_workers = 0
+    c.data.sampler = "shuffle"  # Or 'class_balanced' (RIDE's router stage).
+    # Epochs as the official DataLoaders count them (drop_last=False): ceil(N / B) steps, the last
+    # batch smaller (padded and masked). 'drop': floor(N / B); 'stream': ltx's earlier batches
+    # across epoch boundaries (N / B steps).
+    c.data.last_batch = "pad"
+    c.data.augment = ml_collections.ConfigDict()
+    # 'cifar': padded crop/flip/rotation/AutoAugment on fixed-size images (digits, CIFAR);
+    # 'imagenet': random resized crop/flip/colour jitter/RandAugment (the list-file datasets).
+    c.data.augment.kind = "cifar"
+    c.data.augment.flip = True
+    # Keep the training images on the devices and run the whole augmentation inside the train
+    # step (ltx.data.device_augment) instead of in host Python: the in-memory datasets' default
+    # (add_fixed_size_data); False there selects the host pipeline.
+    c.data.augment.on_device = False
+
+
+def _add_model_defaults(c: ml_collections.ConfigDict) -> None:
+    """config.model: the trunk's common fields (its family helper adds its own)."""
+    c.model = ml_collections.ConfigDict()
+    c.model.name = "resnet32"  # A trunk helper below sets its family's fields.
+    c.model.num_shared_stages = 1
+    c.model.head = "cosine"
+    c.model.cosine_scale = 30.0
+    # 'auto': 'scan' on CPU (vmapped convolutions are slow on XLA:CPU), 'vmap' elsewhere.
+    c.model.expert_strategy = "auto"
+    # BatchNorm's running variance: 'unbiased' (PyTorch, every official code base) or 'biased'
+    # (flax's nn.BatchNorm). Batch statistics are those of the global batch either way.
+    c.model.bn_running_var = "unbiased"
+    # 'bfloat16': convolutions and matmuls of the trunk in bfloat16 (mixed precision); parameters,
+    # BatchNorm statistics, the heads, logits and losses stay float32.
+    c.model.dtype = "float32"
+    # An ltx workdir (or its checkpoints/<step> folder) whose parameters initialise the model;
+    # trunk weights are copied into every expert (see ltx.checkpointing.transplant).
+    c.model.init_checkpoint = ""
+
+
+# What the fields of `base_config` accept.
+BASE_FIELDS = {
+    "seed": integer(),
+    "num_epochs": number(low=0, low_open=True),
+    "batch_size": integer(low=1),
+    "mixup_alpha": number(low=0),
+    "mixup_epochs": number(low=-1),
+    "log_every_steps": integer(low=1),
+    "tensorboard": flag(),
+    "distributed": flag(),
+    "pack.form": one_of(PACK_FORMS, required=False),
+    "data.name": one_of("ltx.data.datasets:NAMES"),
+    "data.source": one_of("ltx.data.datasets:SOURCES", required=False),
+    "data.tfds_data_dir": existing("a TFDS data directory"),
+    "data.num_workers": integer(low=-1),
+    "data.sampler": one_of("ltx.data.pipeline:SAMPLERS"),
+    "data.last_batch": one_of("ltx.data.pipeline:LAST_BATCH", required=False),
+    "data.augment.kind": one_of(("cifar", "imagenet")),
+    "data.augment.flip": flag(),
+    "data.augment.on_device": flag(),
+    "model.name": one_of("ltx.models:ARCHITECTURES"),
+    "model.head": one_of("ltx.models:HEAD_KINDS"),
+    "model.cosine_scale": number(low=0, low_open=True),
+    "model.expert_strategy": one_of("ltx.models:EXPERT_STRATEGIES"),
+    "model.bn_running_var": one_of("ltx.models:BN_RUNNING_VARS", required=False),
+    "model.dtype": one_of("ltx.models:COMPUTE_DTYPES", required=False),
+    "model.init_checkpoint": existing("an ltx workdir or a checkpoint file", directory=False),
+    "method.name": one_of("ltx.methods:names"),
+    "optimizer.name": one_of(("sgd",)),
+    "optimizer.lr": number(low=0, low_open=True),
+    "optimizer.momentum": number(low=0, high=1, high_open=True),
+    "optimizer.weight_decay": number(low=0),
+    "optimizer.reference_batch_size": integer(low=0),
+    "schedule.name": one_of("ltx.optim:SCHEDULES"),
+    "schedule.granularity": one_of(("epoch", "step")),
+    "schedule.decay_factor": number(low=0, high=1, low_open=True),
+    "schedule.warmup_epochs": number(low=0),
+    "eval.every_epochs": number(low=0),
+    "eval.batch_size": integer(low=1),
+    "eval.shot_convention": one_of("ltx.data.shots:SHOT_CONVENTIONS"),
+    "eval.num_bins": integer(low=1),
+    "eval.posthoc_test_prior": flag(),
+    "teacher.workdir": existing("a finished training workdir"),
+    "checkpoint.every_epochs": number(low=0),
+    "checkpoint.max_to_keep": integer(low=1),
+    "checkpoint.async_save": flag(),
+}
+
+
 def add_fixed_size_data(c: ml_collections.ConfigDict, name: str, *,
                         imbalance_ratio: float) -> ml_collections.ConfigDict:
     """The fields of the in-memory fixed-size datasets (digits-LT, CIFAR-10/100-LT): the
@@ -178,6 +293,23 @@ def add_fixed_size_data(c: ml_collections.ConfigDict, name: str, *,
     # About 10x the host pipeline's images/s on one core (experiments/benchmark_data_path.py).
     c.data.augment.on_device = True
     return c
+
+
+# What the fields of a long-tailed subset accept (`add_fixed_size_data`, and 'list_files').
+LONG_TAIL_FIELDS = {
+    "data.imbalance_ratio": number(low=1),
+    "data.profile": one_of("ltx.data.long_tail:PROFILES"),
+    "data.subset_seed": integer(),
+}
+# ... of the in-memory datasets' data folder and their 'cifar' augmentation.
+FIXED_SIZE_FIELDS = {
+    "data.data_dir": existing("a data directory"),
+}
+CIFAR_AUGMENT_FIELDS = {
+    "data.augment.crop_padding": integer(low=0),
+    "data.augment.rotation": number(low=0),
+    "data.augment.autoaugment": flag(),
+}
 
 
 def add_list_file_data(c: ml_collections.ConfigDict, name: str, *,
@@ -216,6 +348,19 @@ def add_list_file_data(c: ml_collections.ConfigDict, name: str, *,
     return c
 
 
+# What the fields of `add_list_file_data` accept ('list_files' adds LONG_TAIL_FIELDS and
+# data.num_classes, an integer >= 2 or 0).
+LIST_FILE_FIELDS = {
+    "data.root": existing("a folder"),
+    "data.list_dir": existing("a folder"),
+    "data.records_dir": existing("a folder"),
+}
+IMAGENET_AUGMENT_FIELDS = {
+    "data.augment.crop_size": integer(low=1),
+    "data.augment.eval_resize": integer(low=1),
+}
+
+
 def add_cifar_resnet(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """The CIFAR ResNet-32 trunk's fields. In place; returns `c`."""
     c.model.name = "resnet32"
@@ -223,6 +368,12 @@ def add_cifar_resnet(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     c.model.blocks_per_stage = 5
     c.model.strides = (1, 2, 2)
     return c
+
+
+# What the CIFAR ResNet-32's own fields accept (widths and strides: config_check, by arch).
+CIFAR_RESNET_FIELDS = {
+    "model.blocks_per_stage": integer(low=1),
+}
 
 
 def add_imagenet_resnet(c: ml_collections.ConfigDict, arch: str) -> ml_collections.ConfigDict:

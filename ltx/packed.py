@@ -40,12 +40,12 @@ import ml_collections
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from ltx import (checkpointing, config_check, faults, files, metric_writers,
+from ltx import (checkpointing, config_check, config_lib, faults, files, metric_writers,
                  parts as parts_lib, steps, trainer)
 from ltx.data import device_augment
 from ltx.predictor import Predictor
 
-FORMS = ("auto", "loop", "scan", "vmap")
+FORMS = config_lib.PACK_FORMS
 
 
 def run_configs(config: ml_collections.ConfigDict, workdir: str

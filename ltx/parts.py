@@ -12,9 +12,10 @@ from typing import Any
 
 import jax
 import ml_collections
+import numpy as np
 import optax
 
-from ltx import checkpointing, methods, optim
+from ltx import checkpointing, files, methods, optim
 from ltx.data import datasets, pipeline
 
 
@@ -45,6 +46,39 @@ def build(config: ml_collections.ConfigDict) -> Parts:
     return Parts(dataset=dataset, method=method, model=model)
 
 
+# What a workdir records of its training set, so that its model can be restored without it.
+DATASET_FILE = "dataset.json"
+
+
+def write_dataset_record(workdir: str, dataset) -> None:
+    """Writes `<workdir>/dataset.json`: the dataset's name, number of classes and training
+    counts [C] (of the view the method trains on)."""
+    files.write_json(files.join(workdir, DATASET_FILE),
+                     {"name": dataset.name, "num_classes": int(dataset.num_classes),
+                      "class_counts": [int(n) for n in dataset.class_counts]})
+
+
+def recorded_class_counts(workdir: str):
+    """The training counts int [C] `<workdir>/dataset.json` records, or None without one."""
+    path = files.join(workdir, DATASET_FILE)
+    if not files.isfile(path):
+        return None
+    return np.asarray(files.read_json(path)["class_counts"], np.int64)
+
+
+def build_without_images(config: ml_collections.ConfigDict, class_counts) -> Parts:
+    """The parts of `config` for these training counts [C] without reading the dataset
+    (`datasets.without_images`: no split), to restore or import a model and predict images of
+    one's own. ValueError for a method that trains on its own view of the dataset (the
+    class-balanced experts' reject class): its view needs the training labels."""
+    if methods.hook(config.method.name, "dataset_view") is not None:
+        raise ValueError(f"method {config.method.name!r} trains on its own view of the dataset "
+                         f"(its training labels); it needs {config.data.name} on this machine")
+    dataset = datasets.without_images(config.data, class_counts)
+    method, model = build_method_and_model(config, dataset.class_counts)
+    return Parts(dataset=dataset, method=method, model=model)
+
+
 @dataclasses.dataclass(frozen=True)
 class Plan:
     """How a config's run steps through its data: epochs cut into steps, the learning-rate
@@ -62,7 +96,9 @@ class Plan:
 
 def make_plan(config: ml_collections.ConfigDict, parts: Parts) -> Plan:
     """The `Plan` of `config` for the training split of `parts.dataset`."""
-    epochs = pipeline.Epochs(len(parts.dataset.train), config.batch_size,
+    train = parts.dataset.train  # None without images: the counts give its size.
+    size = len(train) if train is not None else int(parts.dataset.class_counts.sum())
+    epochs = pipeline.Epochs(size, config.batch_size,
                              config.data.get("last_batch", "pad"))
     learning_rate = optim.learning_rate_schedule(
         config.schedule, base_lr=optim.base_learning_rate(config.optimizer, config.batch_size),

@@ -144,8 +144,10 @@ class Predictor:
 
         `config` (default: the workdir's config.json) must describe the model that wrote the
         checkpoint; otherwise `ltx.checkpointing.CheckpointMismatchError` names the difference.
+        The dataset is not read where the workdir records its training counts (`dataset.json`,
+        written by training and `ltx-import`), so it need not be on this machine.
         """
-        return cls(workdirs.final_predictor(workdir, step, config))
+        return cls(workdirs.final_predictor(workdir, step, config, images=False))
 
     def preprocess(self, images) -> np.ndarray:
         """float32 [N, H, W, C] model input from uint8 images (a batch array or a list)."""

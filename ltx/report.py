@@ -119,39 +119,17 @@ def evaluate_workdir(workdir: str, *, shot_convention: str | None = None,
         extra["shifted"] = shifted
     if predictor is None:
         predictor = workdirs.final_predictor(workdir, step)
-    cfg, dataset, method = predictor.config, predictor.dataset, predictor.method
-    named, asked = resolve_evals(cfg, extra)
-    chosen = {}
-    for name, settings in sorted(named.items(),
-                                 key=lambda item: (methods.evaluator(item[0]).order, item[0])):
-        evaluator = methods.evaluator(name)
-        reason = evaluator.check(method) if evaluator.check is not None else None
-        if reason and name in asked:
-            raise ValueError(f"evaluator {name!r} does not apply: {reason}")
-        if not reason:
-            chosen[name] = (evaluator, settings)
+    cfg = predictor.config
+    chosen = applicable_evals(predictor.method, *resolve_evals(cfg, extra))
     convention = shot_convention or cfg.eval.shot_convention
     num_bins = num_bins or cfg.eval.num_bins
     outputs, logits, labels = predictor.predict("test")
-    class_counts = dataset.class_counts
-    groups = shots.shot_groups(class_counts, convention)
-    lambdas = list(method.expert_lambdas or ())
-    report: dict[str, Any] = {"meta": {
-        "workdir": files.absolute(workdir), "step": int(predictor.step),
-        "dataset": dataset.name, "method": method.name,
-        "num_experts": int(np.asarray(outputs.logits).shape[0]), "lambdas": lambdas,
-        "seed": cfg.seed, "shot_convention": convention,
-        "shot_rule": shots.SHOT_CONVENTIONS[convention].description,
-        "shot_groups": {name: np.flatnonzero(groups == i).tolist()
-                        for i, name in enumerate(shots.GROUP_NAMES)},
-        "train_class_counts": class_counts.tolist(), "num_bins": num_bins,
-        "test_images": int(labels.shape[0]), "prior_correction": method.correct_prior is not None,
-        "evals": list(chosen),
-    }}
+    report: dict[str, Any] = {"meta": _meta(workdir, predictor, outputs, labels, convention,
+                                            num_bins, list(chosen))}
     context = evaluators.Context(
-        config=cfg, dataset=dataset, method=method, outputs=outputs, logits=logits,
-        labels=labels, convention=convention, num_bins=num_bins, predict=predictor.predict,
-        predict_images=predictor.predict_images, report=report,
+        config=cfg, dataset=predictor.dataset, method=predictor.method, outputs=outputs,
+        logits=logits, labels=labels, convention=convention, num_bins=num_bins,
+        predict=predictor.predict, predict_images=predictor.predict_images, report=report,
         settings={name: settings for name, (_, settings) in chosen.items()})
     for name, (evaluator, settings) in chosen.items():
         for key, value in evaluator.run(context, **settings).items():
@@ -172,6 +150,41 @@ def evaluate_workdir(workdir: str, *, shot_convention: str | None = None,
     if verbose:
         print(markdown)
     return safe
+
+
+def applicable_evals(method, named: dict[str, dict[str, Any]], asked: set[str]) -> dict:
+    """{name: (evaluator, settings)} of the `named` evaluators that apply to `method`, in their
+    report order; one that does not apply is skipped, or raises ValueError if `asked` names it."""
+    chosen = {}
+    for name, settings in sorted(named.items(),
+                                 key=lambda item: (methods.evaluator(item[0]).order, item[0])):
+        evaluator = methods.evaluator(name)
+        reason = evaluator.check(method) if evaluator.check is not None else None
+        if reason and name in asked:
+            raise ValueError(f"evaluator {name!r} does not apply: {reason}")
+        if not reason:
+            chosen[name] = (evaluator, settings)
+    return chosen
+
+
+def _meta(workdir, predictor, outputs, labels, convention: str, num_bins: int,
+          evals: list[str]) -> dict[str, Any]:
+    """The report's 'meta' section: what was evaluated, on what, by which rules."""
+    dataset, method = predictor.dataset, predictor.method
+    groups = shots.shot_groups(dataset.class_counts, convention)
+    return {
+        "workdir": files.absolute(workdir), "step": int(predictor.step),
+        "dataset": dataset.name, "method": method.name,
+        "num_experts": int(np.asarray(outputs.logits).shape[0]),
+        "lambdas": list(method.expert_lambdas or ()),
+        "seed": predictor.config.seed, "shot_convention": convention,
+        "shot_rule": shots.SHOT_CONVENTIONS[convention].description,
+        "shot_groups": {name: np.flatnonzero(groups == i).tolist()
+                        for i, name in enumerate(shots.GROUP_NAMES)},
+        "train_class_counts": dataset.class_counts.tolist(), "num_bins": num_bins,
+        "test_images": int(labels.shape[0]), "prior_correction": method.correct_prior is not None,
+        "evals": evals,
+    }
 
 
 def draw_pictures(out_dir: str, report: dict, context: evaluators.Context) -> list[str]:

@@ -267,12 +267,15 @@ def restore_or_init(config, workdir, parts, plan, mesh, checkpointer, *, step="n
         else:
             state, data_state, saved = checkpointer.restore(state, expected, step,
                                                             may_differ=may_differ)
-        iterator.set_state(data_state)
+        if data_state or int(state.step) > 0:  # `ltx-import` writes step 0 with no data state.
+            iterator.set_state(data_state)
         seconds = float(saved.get("train_seconds", 0.0))
         if jax.process_index() == 0:
             print(f"Resumed from step {int(state.step)} in {checkpointer.directory}", flush=True)
     if jax.process_index() == 0:
         _write_config(config, workdir, int(state.step))
+        if latest is None or not files.isfile(files.join(workdir, parts_lib.DATASET_FILE)):
+            parts_lib.write_dataset_record(workdir, parts.dataset)
     return state, iterator, seconds
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import ml_collections
 
-from ltx import config_lib, files, methods
+from ltx import config_lib, files, methods, parts as parts_lib
 from ltx.predictor import Predictor
 
 CONFIG_FILE = "config.json"
@@ -48,37 +48,46 @@ def write_final_metrics(workdir: str, final: dict[str, Any]) -> None:
 
 
 def restore_run(workdir: str, step: int | None = None,
-                config: ml_collections.ConfigDict | None = None) -> Predictor:
+                config: ml_collections.ConfigDict | None = None, *,
+                images: bool = True) -> Predictor:
     """The `Predictor` of a single-run workdir (or one stage's directory) at checkpoint `step`
     (default: the newest). A distilling run restores without its teacher (it is not needed to
-    predict)."""
+    predict). `images=False` restores it without reading its dataset where the workdir records
+    its training counts (`dataset.json`) and the method needs no view of the data: the
+    predictor then has no split, only what predicting images of one's own needs."""
     config = load_config(workdir) if config is None else config
     if config.get("stage_order"):
         raise ValueError(f"{workdir} holds a multi-stage run ({tuple(config.stage_order)}); "
                          "restore one stage's directory, or use final_predictor")
-    return Predictor.restore(workdir, config, step)
+    parts = None
+    counts = None if images else parts_lib.recorded_class_counts(workdir)
+    if counts is not None and methods.hook(config.method.name, "dataset_view") is None:
+        parts = parts_lib.build_without_images(config, counts)
+    return Predictor.restore(workdir, config, step, parts)
 
 
 def restore_stages(workdir: str, config: ml_collections.ConfigDict | None = None,
-                   step: int | None = None) -> dict[str, Predictor]:
+                   step: int | None = None, *, images: bool = True) -> dict[str, Predictor]:
     """{stage name: restored Predictor} of a multi-stage workdir; `step` applies to the last
-    stage."""
+    stage (`images` as for `restore_run`)."""
     config = load_config(workdir) if config is None else config
     staged = config_lib.stage_configs(config)
     runs = {}
     for index, (name, stage_config, _) in enumerate(staged):
         runs[name] = restore_run(files.join(workdir, name),
-                                 step if index == len(staged) - 1 else None, stage_config)
+                                 step if index == len(staged) - 1 else None, stage_config,
+                                 images=images)
     return runs
 
 
 def final_predictor(workdir: str, step: int | None = None,
-                    config: ml_collections.ConfigDict | None = None):
-    """The predictor of a finished workdir (see the module docstring)."""
+                    config: ml_collections.ConfigDict | None = None, *, images: bool = True):
+    """The predictor of a finished workdir (see the module docstring); `images=False` as for
+    `restore_run` (`ltx-predict`, which predicts images of one's own)."""
     config = load_config(workdir) if config is None else config
     if not config.get("stage_order"):
-        return restore_run(workdir, step, config)
-    runs = restore_stages(workdir, config, step)
+        return restore_run(workdir, step, config, images=images)
+    runs = restore_stages(workdir, config, step, images=images)
     build = methods.hook(config.method.name, "final_predictor")
     if build is not None:
         return build(config, runs)

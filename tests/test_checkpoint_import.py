@@ -18,6 +18,7 @@ import sys
 import types
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -25,8 +26,8 @@ from PIL import Image
 
 import torch_files as tf
 from helpers import CONFIG_DIR, load_config
-from ltx import (checkpoint_import, config_lib, parts as parts_lib, predict, report, stats, steps,
-                 trainer)
+from ltx import (checkpoint_import, checkpointing, config_lib, parts as parts_lib, predict,
+                 report, stats, steps, trainer)
 
 FIXTURES = Path(__file__).parent / "fixtures" / "torch"
 
@@ -67,9 +68,8 @@ def tree(tmp_path_factory):
     return root
 
 
-def resnet10_config(tree):
-    config = load_config("imagenet_lt_ce", "arch=resnet10,epochs=1")
-    config.model.head = "linear"  # torchvision's fc.
+def _small(config, tree):
+    """`config` on the 8-image tree: 32-pixel crops, batches of 4."""
     config.data.root = str(tree)
     config.data.num_workers = 0
     config.data.augment.crop_size = 32  # Any size works for a ResNet; small keeps it fast.
@@ -78,6 +78,12 @@ def resnet10_config(tree):
     config.eval.batch_size = 4
     config.checkpoint.async_save = False
     return config
+
+
+def resnet10_config(tree):
+    config = load_config("imagenet_lt_ce", "arch=resnet10,epochs=1")
+    config.model.head = "linear"  # torchvision's fc.
+    return _small(config, tree)
 
 
 @pytest.mark.slow
@@ -132,17 +138,57 @@ def test_a_checkpoint_of_another_model_is_refused_before_anything_is_written(tre
 
 
 @pytest.mark.slow
-def test_cli(tree, torchvision, tmp_path):
-    workdir = tmp_path / "cli"
+def test_cli_without_the_dataset_then_predict(tree, torchvision, tmp_path):
+    """`ltx-import --class_counts=<training list>` with no data location, then `ltx-predict` on
+    an image: neither reads the dataset (its folder is not given), and the prediction is the
+    reference model's."""
+    workdir, lists = tmp_path / "cli", tmp_path / "lists"
+    lists.mkdir()
+    (lists / "train.txt").write_text((tree / "ImageNet_LT_train.txt").read_text())
     result = subprocess.run(
         [sys.executable, "-m", "ltx.cli", "import",
          f"--config={os.path.join(CONFIG_DIR, 'imagenet_lt_ce.py')}:arch=resnet10",
-         "--config.model.head=linear", f"--config.data.root={tree}",
-         "--config.data.num_workers=0", "--config.data.augment.crop_size=32",
+         "--config.model.head=linear", "--config.data.augment.crop_size=32",
          "--config.data.augment.eval_resize=36", f"--checkpoint={torchvision.path}",
-         f"--workdir={workdir}"], capture_output=True, text=True, timeout=600)
+         f"--class_counts={lists / 'train.txt'}", f"--workdir={workdir}"],
+        capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Imported" in result.stdout and (workdir / "config.json").is_file()
+    counts = parts_lib.recorded_class_counts(str(workdir))
+    assert counts.tolist() == [2, 1, 1] + [0] * 997  # The training list's labels 0, 0, 1, 2.
+
+    image = np.random.default_rng(3).integers(0, 256, (36, 36, 3), dtype=np.uint8)
+    Image.fromarray(image).save(tmp_path / "mine.png")
+    result = subprocess.run([sys.executable, "-m", "ltx.cli", "predict", f"--workdir={workdir}",
+                             str(tmp_path / "mine.png"), "--top_k=1"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    predictor = predict.Predictor.from_workdir(str(workdir))
+    assert predictor.dataset.train is None  # Restored from dataset.json, no split read.
+    best = int(np.argmax(predictor.predict_proba(image[None])[0]))
+    assert result.stdout.strip().startswith(f"{tmp_path / 'mine.png'}: {best} (")
+
+
+def test_class_counts_are_read_from_a_list_a_json_list_or_uniform(tmp_path):
+    config = load_config("imagenet_lt_ce", "arch=resnet10,epochs=1")
+    listed = tmp_path / "train.txt"
+    listed.write_text("a.jpg 3\nb.jpg 3\n\nc.jpg 999\n")
+    counts = checkpoint_import.read_class_counts(str(listed), config)
+    assert counts.shape == (1000,) and counts[3] == 2 and counts[999] == 1 and counts.sum() == 3
+    given = tmp_path / "counts.json"
+    given.write_text(str(list(range(1000))))
+    assert checkpoint_import.read_class_counts(str(given), config).tolist() == list(range(1000))
+    assert checkpoint_import.read_class_counts("uniform", config).tolist() == [1] * 1000
+    assert checkpoint_import.read_class_counts("", config) is None
+    given.write_text("[1, 2]")
+    with pytest.raises(ValueError, match="expected a JSON list of 1000 non-negative integers"):
+        checkpoint_import.read_class_counts(str(given), config)
+    listed.write_text("a.jpg 1000\n")
+    with pytest.raises(ValueError, match=r"line 1: 'a.jpg 1000'; expected 'path label' with a "
+                                         r"label in \[0, 1000\)"):
+        checkpoint_import.read_class_counts(str(listed), config)
+    with pytest.raises(FileNotFoundError, match="neither 'uniform' nor a file"):
+        checkpoint_import.read_class_counts(str(tmp_path / "missing.txt"), config)
 
 
 @pytest.fixture(scope="module")
@@ -195,3 +241,28 @@ def test_official_ride_checkpoint_imports_into_its_stage_and_evaluates(hundred_c
         checkpoint_import.import_checkpoint(
             str(FIXTURES / "ride_resnet32_c100_3experts.pth"), config, str(tmp_path / "other"),
             stage="nope")
+
+
+
+@pytest.mark.slow
+def test_crt_trains_its_classifier_on_an_imported_pytorch_joint_model(tree, torchvision,
+                                                                      tmp_path):
+    """A decoupled stage 2 from an official joint checkpoint: torchvision's ResNet-10 imported
+    into the joint stage of the cRT config, then cRT from it (`base=`): the trunk is the imported
+    one, bit for bit, and only the re-initialised classifier trains."""
+    imported = str(tmp_path / "joint")
+    joint = _small(load_config("imagenet_lt_ce_crt", "arch=resnet10,epochs=9"), tree)
+    checkpoint_import.import_checkpoint(torchvision.path, joint, imported, stage="joint")
+    crt = _small(load_config("imagenet_lt_ce_crt", f"arch=resnet10,epochs=9,base={imported}"),
+                 tree)
+    assert crt.method.name == "crt" and crt.model.init_checkpoint == imported
+    _, predictor = trainer.train_and_evaluate(crt, str(tmp_path / "crt"))
+    assert predictor.step >= 1
+    before = checkpointing.load_pretrained(imported)["params"]
+    after = jax.device_get(predictor.variables["params"])
+    flat_before = dict(jax.tree_util.tree_leaves_with_path(before))
+    changed = []
+    for path, value in jax.tree_util.tree_leaves_with_path(after):
+        if not np.array_equal(value, flat_before[path]):
+            changed.append(jax.tree_util.keystr(path))
+    assert changed and all("head" in name for name in changed), changed

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from helpers import CONFIG_DIR, load_config
-from ltx import config_check
+from ltx import config_check, config_lib
 
 CONFIG_NAMES = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(CONFIG_DIR,
                                                                              "*.py")))
@@ -80,7 +80,34 @@ CATALOGUE = [
     ("imagenet_lt_ce", "data.root", "", "config.data.root is empty"),
     ("imagenet_lt_ce", "data.augment.kind", "cifar", "'cifar'; expected 'imagenet'"),
     ("imagenet_lt_ce", "model.widths", (64, 128), "expected 4 positive stage widths"),
+    ("digits_lt_balpoe", "pack.form", "serial",
+     "config.pack.form='serial'; expected one of ['auto', 'loop', 'scan', 'vmap']"),
+    ("imagenet_lt_ce", "data.augment.crop_size", 0, "config.data.augment.crop_size=0"),
 ]
+
+
+def test_what_each_field_accepts_is_declared_beside_a_field_its_helper_sets():
+    """The declarations of `config_lib` follow its helpers' fields: none names a field that
+    its helper does not set (a renamed field cannot leave a check behind), and the registries
+    they name exist."""
+    from ltx.config_check import _Checker, _MISSING, _registry
+    base = config_lib.base_config()
+    fixed = config_lib.add_fixed_size_data(config_lib.base_config(), "digits_lt",
+                                           imbalance_ratio=10.0)
+    listed = config_lib.add_list_file_data(config_lib.base_config(), "list_files")
+    resnet = config_lib.add_cifar_resnet(config_lib.base_config())
+    for fields, config in [(config_lib.BASE_FIELDS, base),
+                           (config_lib.LONG_TAIL_FIELDS, fixed), (config_lib.LONG_TAIL_FIELDS,
+                                                                  listed),
+                           (config_lib.FIXED_SIZE_FIELDS, fixed),
+                           (config_lib.CIFAR_AUGMENT_FIELDS, fixed),
+                           (config_lib.LIST_FILE_FIELDS, listed),
+                           (config_lib.IMAGENET_AUGMENT_FIELDS, listed),
+                           (config_lib.CIFAR_RESNET_FIELDS, resnet)]:
+        for key, rule in fields.items():
+            assert _Checker(config).get(key) is not _MISSING, key
+            if rule.kind == "choice":
+                assert _registry(rule.options), key
 
 
 def _set(config, key, value):

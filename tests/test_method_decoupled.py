@@ -297,7 +297,7 @@ def test_crt_from_a_finished_workdir_checks_that_it_holds_the_same_trunk(tiny_wo
                                              r"config's: " + shown):
             decoupled.check_base_workdir(other)
     config.model.init_checkpoint = str(tmp_path)
-    with pytest.raises(ValueError, match=r"is not a finished ltx run"):
+    with pytest.raises(ValueError, match=r"is neither a finished ltx run"):
         decoupled.check_base_workdir(config)
 
 

@@ -523,3 +523,31 @@ def test_cpu_materialised_relus_leave_the_train_gradient_as_it_was(monkeypatch, 
     without = plain(variables["params"])
     for a, b in zip(jax.tree.leaves(with_barriers), jax.tree.leaves(without)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-6, atol=2e-7)
+
+
+@pytest.mark.parametrize("size, stride", [(2, 1), (4, 2), (1, 1), (8, 2), (4, 1)])
+def test_small_conv_is_the_convolution_and_its_gradient(size, stride):
+    """`resnet_cifar.small_conv` (a matrix product for outputs of at most 4 positions on CPU)
+    gives lax's convolution and gradients within float32 rounding, and is lax's own call for
+    larger outputs."""
+    from ltx.models import resnet_cifar
+    rng = np.random.default_rng(size * 10 + stride)
+    x = jnp.asarray(rng.normal(size=(5, size, size, 6)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(3, 3, 6, 7)), jnp.float32)
+    args = dict(window_strides=(stride, stride), padding=((1, 1), (1, 1)),
+                dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+    def loss(conv):
+        return lambda x, w: jnp.sum(jnp.sin(conv(x, w, **args)))
+
+    got = jax.value_and_grad(loss(resnet_cifar.small_conv), argnums=(0, 1))(x, w)
+    want = jax.value_and_grad(loss(jax.lax.conv_general_dilated), argnums=(0, 1))(x, w)
+    out = (size + 2 - 3) // stride + 1
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        if out * out > resnet_cifar.SMALL_CONV_POSITIONS:
+            np.testing.assert_array_equal(a, b)
+        else:
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    program = str(jax.make_jaxpr(lambda x, w: resnet_cifar.small_conv(x, w, **args))(x, w))
+    assert ("conv_general_dilated" in program) == (out * out > resnet_cifar.SMALL_CONV_POSITIONS)
+    assert resnet_cifar.conv3x3(7).conv_general_dilated is resnet_cifar.small_conv

@@ -4,6 +4,7 @@ The override cell goes right after each notebook's cell tagged 'parameters', as 
 inject it, so the notebooks keep their real defaults.
 """
 
+import glob
 import os
 
 import nbformat
@@ -61,3 +62,23 @@ def test_method_tour_runs_the_chosen_digits_configs(tmp_path):
         assert f"| {name} |" in markdown, name
         assert os.path.isfile(tmp_path / name / "final_metrics.json")
     assert "| digits_lt_balpoe |" not in markdown  # ONLY chose.
+
+
+@pytest.mark.parametrize("name", ["quickstart.ipynb", "method_tour.ipynb"])
+def test_notebooks_are_stored_with_the_outputs_of_a_full_run(name):
+    """A reader sees what the notebook prints before running it: every code cell was executed
+    in order, none failed, and the last one shows its table."""
+    nb = nbformat.read(os.path.join(NOTEBOOKS, name), as_version=4)
+    code = [cell for cell in nb.cells if cell.cell_type == "code"]
+    assert [cell.execution_count for cell in code] == list(range(1, len(code) + 1))
+    for cell in code:
+        assert all(out.get("output_type") != "error" for out in cell.outputs)
+    assert code[-1].outputs, "the last cell shows nothing"
+    shown = "".join(out.get("text", "") + "".join(out.get("data", {}).get("text/markdown", ""))
+                    for cell in code for out in cell.outputs)
+    if name == "quickstart.ipynb":  # The defaults' 60 epochs, not the tests' tiny budget.
+        assert shown.count("(60 epochs)") == 2
+    else:  # Every digits config of configs/.
+        configs = glob.glob(os.path.join(NOTEBOOKS, os.pardir, "configs", "digits_lt_*.py"))
+        for path in configs:
+            assert f"| {os.path.basename(path)[:-3]} |" in shown, path

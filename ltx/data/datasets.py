@@ -109,6 +109,36 @@ def build(data_config) -> splits.Dataset:
     raise ValueError(f"config.data.name={name!r}; expected one of {NAMES}")
 
 
+def without_images(data_config, class_counts) -> splits.Dataset:
+    """The dataset of `config.data` with no split read: its name, number of classes, input
+    shape, normalisation and eval transform, and the given training counts int [C]; `train`,
+    `val` and `test` are None. What a restored model needs to predict images of one's own
+    (`ltx-predict`, `ltx-import`) when the dataset is not on this machine. digits-LT is
+    embedded, so it is built whole (its normalisation is measured on its images)."""
+    import numpy as np
+
+    from ltx.data import augment, augment_imagenet
+    name = data_config.name
+    num_classes, image_shape = spec(data_config)
+    counts = np.asarray(class_counts, np.int64)
+    if counts.shape != (num_classes,) or (counts < 0).any():
+        raise ValueError(f"class counts of shape {counts.shape} (min "
+                         f"{counts.min() if counts.size else '-'}); expected {num_classes} "
+                         f"non-negative counts for {name}")
+    if name == "digits_lt":
+        return build(data_config)
+    if name in cifar.NAMES:
+        mean, std, transform = augment.CIFAR_MEAN, augment.CIFAR_STD, None
+    else:
+        mean, std = image_lists.NORMALIZATION[name]
+        aug = data_config.augment
+        transform = augment_imagenet.make_eval_transform(resize=aug.eval_resize,
+                                                         crop_size=aug.crop_size)
+    return splits.Dataset(name=name, num_classes=num_classes, image_shape=image_shape,
+                          mean=mean, std=std, train=None, test=None, val=None,
+                          class_counts=counts, eval_transform=transform)
+
+
 def _source(data_config) -> str:
     source = data_config.get("source", "files")
     if source not in SOURCES:

@@ -70,6 +70,8 @@ class Dataset:
       image_shape: (H, W, C) of the model input.
       mean, std: per-channel normalisation on the [0, 1] scale.
       train, test: splits; `val` is None where the reference has no held-out validation set.
+        All three are None for a dataset described without its images
+        (`ltx.data.datasets.without_images`).
       class_counts: int [C] training images per class; shot groups and logit adjustment use it.
       eval_transform: deterministic `fn(uint8 [h, w, C]) -> uint8 image_shape` applied to every
         val/test record before normalisation, for sources whose images vary in size (resize +
@@ -81,8 +83,8 @@ class Dataset:
     image_shape: tuple[int, int, int]
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    train: Split
-    test: Split
+    train: Split | None
+    test: Split | None
     val: Split | None
     class_counts: np.ndarray
     eval_transform: Callable[[np.ndarray], np.ndarray] | None = None

@@ -260,12 +260,15 @@ _TRAINING_SET_KEYS = ("name", "imbalance_ratio", "profile", "subset_seed", "trai
 
 def check_base_workdir(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """Raises ValueError when `model.init_checkpoint` of a `from_workdir` config is not a
-    finished single run of the same trunk, training images and joint method; returns `c`."""
+    finished single run (or an `ltx-import` workdir: an official PyTorch joint model) of the
+    same trunk, training images and joint method; returns `c`."""
     from ltx import config_lib, files  # Local: configs need not import the trainer's modules.
     workdir = c.model.init_checkpoint
-    if not files.isfile(files.join(workdir, "final_metrics.json")):
-        raise ValueError(f"model.init_checkpoint={workdir!r} is not a finished ltx run (no "
-                         "final_metrics.json); train the joint run first")
+    if not any(files.isfile(files.join(workdir, name))
+               for name in ("final_metrics.json", "import_report.json")):
+        raise ValueError(f"model.init_checkpoint={workdir!r} is neither a finished ltx run (no "
+                         "final_metrics.json) nor an ltx-import workdir (no import_report.json);"
+                         " train the joint run first")
     saved = config_lib.from_json(files.read_json(files.join(workdir, "config.json")))
     given = config_lib.from_json(json.loads(c.to_json_best_effort()))  # As config.json holds it.
     if saved.get("stage_order", ()):
