@@ -139,22 +139,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.schedule.decay_factor = 0.1
     c.schedule.granularity = "epoch"
 
-    # The parts of an evaluation report (ltx.evaluators), in order, each with its settings;
-    # one that does not apply to the method is skipped. `ltx-eval --evals=...` adds more (e.g.
-    # test_time_aggregation, which learns expert weights on each test distribution).
-    c.evals = ml_collections.ConfigDict()
-    c.evals.uniform = ml_collections.ConfigDict()
-    c.evals.shifted = ml_collections.ConfigDict({"max_per_class": 100,
-                                                 "factors": (2, 5, 10, 25, 50)})
-    c.evals.expert_priors = ml_collections.ConfigDict()
-    c.evals.method = ml_collections.ConfigDict()
-
-    c.eval = ml_collections.ConfigDict()
-    c.eval.every_epochs = 20  # 0: only at the end.
-    c.eval.batch_size = 500
-    c.eval.shot_convention = "ride"
-    c.eval.num_bins = 15
-    c.eval.posthoc_test_prior = False
+    _add_eval_defaults(c)
 
     # Distillation from a finished run (its workdir); stages link teachers with teacher_from.
     c.teacher = ml_collections.ConfigDict()
@@ -205,6 +190,26 @@ def _add_data_defaults(c: ml_collections.ConfigDict) -> None:
     # step (ltx.data.device_augment) instead of in host Python: the in-memory datasets' default
     # (add_fixed_size_data); False there selects the host pipeline.
     c.data.augment.on_device = False
+
+
+def _add_eval_defaults(c: ml_collections.ConfigDict) -> None:
+    """config.evals (the report's evaluators) and config.eval (when and how to evaluate)."""
+    # The parts of an evaluation report (ltx.evaluators), in order, each with its settings;
+    # one that does not apply to the method is skipped. `ltx-eval --evals=...` adds more (e.g.
+    # test_time_aggregation, which learns expert weights on each test distribution).
+    c.evals = ml_collections.ConfigDict()
+    c.evals.uniform = ml_collections.ConfigDict()
+    c.evals.shifted = ml_collections.ConfigDict({"max_per_class": 100,
+                                                 "factors": (2, 5, 10, 25, 50)})
+    c.evals.expert_priors = ml_collections.ConfigDict()
+    c.evals.method = ml_collections.ConfigDict()
+
+    c.eval = ml_collections.ConfigDict()
+    c.eval.every_epochs = 20  # 0: only at the end.
+    c.eval.batch_size = 500
+    c.eval.shot_convention = "ride"
+    c.eval.num_bins = 15
+    c.eval.posthoc_test_prior = False
 
 
 def _add_model_defaults(c: ml_collections.ConfigDict) -> None:
