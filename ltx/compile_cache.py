@@ -9,6 +9,10 @@ Where: `config.compile_cache_dir` if set, else $LTX_COMPILE_CACHE, else
 ~/.cache/ltx/jax; 'off' (either place) disables it. Programs that compiled in under
 $LTX_COMPILE_CACHE_MIN_SECONDS (default 0.5 s) are not written: redoing them costs less than
 reading them.
+
+Off under `jax.distributed` on CPU (collectives over gloo): there only process 0 writes
+the cache, and a resumed run whose other processes load process 0's executables hangs in its
+first cross-process collective (JAX 0.12; `tests/test_multiprocess.py` resumes such a run).
 """
 
 from __future__ import annotations
@@ -32,11 +36,14 @@ def directory(configured: str = "") -> str | None:
 
 
 def enable(configured: str = "") -> str | None:
-    """Turns the cache on (before the first compilation); returns its directory or None."""
+    """Turns the cache on (before the first compilation, after `jax.distributed.initialize()`
+    where there is one); returns its directory or None."""
     path = directory(configured)
     if path is None:
         return None
     import jax
+    if jax.distributed.is_initialized() and jax.default_backend() == "cpu":
+        return None
     os.makedirs(path, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", path)
     seconds = os.environ.get(MIN_SECONDS_ENV, "")

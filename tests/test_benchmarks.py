@@ -84,6 +84,7 @@ def test_weight_gradient_formulations_agree_with_xla(capsys):
         assert len(differences) == 4 and all(float(d) < 1e-5 for d in differences)
 
 
+@pytest.mark.slow
 def test_decoding_benchmark_compares_tfds_records_with_the_same_jpegs_as_files(
         capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("LTX_CACHE_DIR", str(tmp_path))
@@ -96,6 +97,7 @@ def test_decoding_benchmark_compares_tfds_records_with_the_same_jpegs_as_files(
         assert len(rates) == 4 and all(float(r.replace(",", "")) > 0 for r in rates), out
 
 
+@pytest.mark.slow
 def test_decoding_benchmark_compares_jpeg_files_with_record_shards(capsys):
     _script("benchmark_decoding").main(["--records", "--images", "16", "--batch", "8",
                                         "--pairs", "1", "--shorter_side", "64"])

@@ -127,6 +127,7 @@ def test_imported_workdir_evaluates_predicts_and_resumes(tree, torchvision, tmp_
     assert final["steps"] == 1
 
 
+@pytest.mark.slow
 def test_a_checkpoint_of_another_model_is_refused_before_anything_is_written(tree, torchvision,
                                                                              tmp_path):
     config = resnet10_config(tree)

@@ -233,6 +233,7 @@ def _digests(folder):
     return found
 
 
+@pytest.mark.slow
 def test_rerunning_a_finished_workdir_reports_it_and_changes_no_byte(tiny_workdir):
     before = _digests(tiny_workdir)
     with open(os.path.join(tiny_workdir, "config.json")) as f:

@@ -107,6 +107,7 @@ def test_official_checkpoint_reproduces_the_official_logits(case, sources):
     assert meta  # The fixture says where it came from.
 
 
+@pytest.mark.slow
 def test_a_checkpoint_of_other_widths_names_both_shapes(sources):
     _, variables, _, state_dict = converted("ride_resnet32_c100_3experts", sources)
     config = config_model("cifar100_lt_balpoe", "", {}, "")  # Full widths: 32/64, not 24/48.
@@ -118,6 +119,7 @@ def test_a_checkpoint_of_other_widths_names_both_shapes(sources):
         layouts.convert(state_dict.arrays, init)
 
 
+@pytest.mark.slow
 def test_another_number_of_experts_is_named(sources):
     _, _, _, state_dict = converted("ride_resnet32_c100_3experts", sources)
     config = config_model("cifar100_lt_ride", "experts=4", {}, "experts")
@@ -128,6 +130,7 @@ def test_another_number_of_experts_is_named(sources):
         layouts.convert(state_dict.arrays, init)
 
 
+@pytest.mark.slow
 def test_single_backbone_goes_into_every_expert_and_another_head_is_kept(sources):
     """torchvision's ResNet-10 into a 3-expert BalPoE of 365 classes (Places-LT's init)."""
     _, _, _, state_dict = converted("torchvision_resnet10_in", sources)

@@ -8,6 +8,7 @@ from helpers import tiny_config
 from ltx import config_check, evaluators, methods, report, workdirs
 
 
+@pytest.mark.slow
 def test_the_default_evals_of_a_gla_ensemble_and_the_report_order(tiny_workdir):
     evaluated = report.evaluate_workdir(tiny_workdir, pictures=False)
     # BalPoE's three gLA experts: its home's 'expert_priors' applies; it has no 'method' numbers.
@@ -17,6 +18,7 @@ def test_the_default_evals_of_a_gla_ensemble_and_the_report_order(tiny_workdir):
     assert markdown.index("## Uniform test set") < markdown.index("## Test-agnostic protocol")
 
 
+@pytest.mark.slow
 def test_an_evaluator_registered_from_outside_runs_with_its_settings(tiny_workdir):
     seen = {}
 
@@ -43,6 +45,7 @@ def test_an_evaluator_registered_from_outside_runs_with_its_settings(tiny_workdi
         "## Test-agnostic")
 
 
+@pytest.mark.slow
 def test_asking_for_one_that_does_not_apply_or_does_not_exist_is_refused(tiny_workdir):
     with pytest.raises(ValueError, match="evaluator 'method' does not apply: method 'balpoe' "
                                          "has no evaluators of its own"):

@@ -96,6 +96,7 @@ def _shared_and_branch_norms(jac, num_experts):
     return shared, branch
 
 
+@pytest.mark.slow
 def test_only_the_all_class_expert_trains_the_shared_trunk():
     method = methods.build(_method_config(), COUNTS)
     assert method.model_additions == {"head": "lws", "stop_gradient_experts": (1, 2)}

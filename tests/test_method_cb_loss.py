@@ -138,6 +138,7 @@ def test_each_name_trains_its_loss_with_deferred_weights(loss_type):
     assert abs(reference(w) - reference(np.ones(10))) > 1e-3
 
 
+@pytest.mark.slow
 def test_sigmoid_losses_start_from_the_official_bias():
     config = tiny_config("digits_lt_cb_focal")
     trunk = models.build(config.model, num_classes=10, num_experts=1)

@@ -337,6 +337,7 @@ def test_oracle_is_right_wherever_a_routing_fusion_is_right():
         assert np.all(oracle_right[right]), name  # Same within-expert ranking, ideal routing.
 
 
+@pytest.mark.slow
 def test_fusion_reports_without_val_cross_fit_on_test():
     logits, masks, labels = _random_experts(seed=1)
     reports, fit_split = cbe_finish.fusion_reports(

@@ -257,6 +257,7 @@ def test_crt_trains_only_the_heads_on_stop_gradient_features():
     np.testing.assert_allclose(method.aggregate(outputs), np.mean(outputs.logits, 0), rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_init_checkpoint_keeps_the_reinitialised_head_fresh_and_loads_the_trunk(tiny_workdir):
     config = ml_collections.ConfigDict(tiny_config().to_dict())  # BalPoE, 3 experts.
     config.method = decoupled.method_config("crt", config.method)
@@ -280,6 +281,7 @@ def test_init_checkpoint_keeps_the_reinitialised_head_fresh_and_loads_the_trunk(
                                      jax.device_get(fresh.batch_stats), reinit=r"^nothing/")
 
 
+@pytest.mark.slow
 def test_crt_from_a_finished_workdir_checks_that_it_holds_the_same_trunk(tiny_workdir, tmp_path):
     config = ml_collections.ConfigDict(tiny_config().to_dict())  # What trained tiny_workdir.
     config = decoupled.from_workdir(config, "crt", tiny_workdir, recipe=(10, 0.2, 512, 5e-4),

@@ -176,6 +176,7 @@ def test_stage2_updates_the_classifier_lws_and_only_with_shift_bn_the_bn_statist
         assert np.array_equal(s0[name], s1[name]) != shift_bn, name
 
 
+@pytest.mark.slow
 def test_with_shift_bn_training_normalises_with_batch_statistics_and_without_it_not():
     for shift_bn in (True, False):
         _, parts, _, _, state, batch = _stage2(shift_bn)

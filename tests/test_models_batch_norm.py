@@ -101,6 +101,7 @@ def test_a_padded_batch_through_a_multi_expert_trunk_equals_the_smaller_batch(st
                   - expert_var(state_alone["batch_stats"])).max() > 1e-2
 
 
+@pytest.mark.slow
 def test_bn_running_var_is_checked_and_selects_the_convention():
     with pytest.raises(ValueError, match="model.bn_running_var='torch'; expected one of"):
         models.build(_model_config("scan", "torch"), num_classes=5, num_experts=1)

@@ -127,6 +127,7 @@ def test_tables_show_an_undefined_metric_as_the_one_mark():
     assert evaluation.UNDEFINED == "-"  # The mark of ltx-eval's report.md and ltx-sweep.
 
 
+@pytest.mark.slow
 def test_a_run_with_empty_shot_groups_writes_null_and_shows_the_mark(custom_run, named_tree):
     workdir, result = custom_run
     # 10 images per class: every class is 'few' (n < 20), 'many' and 'medium' are empty.
@@ -184,6 +185,7 @@ def test_every_console_script_has_a_help_that_says_what_it_does(name, target):
 
 # -- d. no leaked shared memory --------------------------------------------------------------
 
+@pytest.mark.slow
 def test_a_custom_run_with_worker_processes_leaks_no_shared_memory(custom_run):
     _, result = custom_run
     assert LEAK not in result.stderr, result.stderr[-3000:]

@@ -27,6 +27,7 @@ def _tiny(**kwargs):
                              head="cosine", expert_strategy="scan", **kwargs)
 
 
+@pytest.mark.slow
 def test_a_single_backbone_initialises_every_expert():
     # Source: one expert with every stage shared (a plain backbone); target: 3 experts that
     # own stages 1-2, as SADE copies ImageNet-pretrained layer3/layer4 into every expert.

@@ -300,10 +300,12 @@ def test_a_padded_masked_batch_trains_as_the_smaller_batch_alone():
     assert int(m_padded["count"]) == int(m_alone["count"]) == 11
     np.testing.assert_allclose(m_padded["loss_sum"], m_alone["loss_sum"], rtol=1e-6)
     assert int(m_padded["correct"]) == int(m_alone["correct"])
-    # Float32 sums in another order: differences of a few 1e-7 on gradients of ~1e-2.
-    assert_trees_close(padded.params, alone.params, rtol=1e-5, atol=2e-6)
-    assert_trees_close(padded.batch_stats, alone.batch_stats, rtol=1e-5, atol=2e-6)
-    assert_trees_close(padded.opt_state, alone.opt_state, rtol=1e-5, atol=2e-6)
+    # Float32 sums in another order (16 rows against 11, in XLA's and in small_conv's matrix
+    # products): up to ~3e-6 on some CPUs; the same batch with its padding counted moves the
+    # parameters by ~1 and the BatchNorm statistics by ~400.
+    assert_trees_close(padded.params, alone.params, rtol=1e-5, atol=1e-5)
+    assert_trees_close(padded.batch_stats, alone.batch_stats, rtol=1e-5, atol=1e-5)
+    assert_trees_close(padded.opt_state, alone.opt_state, rtol=1e-5, atol=1e-5)
     # The padding would count without the mask: the comparison above can fail.
     state = steps.create_train_state(jax.random.key(0, impl="rbg"), model, tx, (8, 8, 1), mesh)
     unmasked, _ = step(state, {"image": images, "label": labels}, jax.random.key(1), None)

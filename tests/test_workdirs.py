@@ -30,6 +30,7 @@ def _label_smoothing(method_config, class_counts):
     return dict(num_experts=1, loss=loss, correct_prior=methods.balanced_prior_correction)
 
 
+@pytest.mark.slow
 def test_a_method_registered_from_outside_trains_evaluates_and_predicts(tmp_path):
     if "label_smoothing" not in methods.names():
         methods.register("label_smoothing", _label_smoothing)
