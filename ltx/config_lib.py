@@ -120,25 +120,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.method = ml_collections.ConfigDict()
     c.method.name = ""
 
-    c.optimizer = ml_collections.ConfigDict()
-    c.optimizer.name = "sgd"
-    c.optimizer.lr = 0.1
-    c.optimizer.momentum = 0.9
-    c.optimizer.nesterov = True
-    c.optimizer.weight_decay = 5e-4
-    # Linear scaling: lr is for this global batch; 0 uses lr as given for any batch_size.
-    c.optimizer.reference_batch_size = 0
-    # ((regex over parameter paths, lr multiplier), ...): PyTorch-style parameter groups.
-    c.optimizer.lr_multipliers = ()
-    c.optimizer.trainable = ""  # Regex over parameter paths: only these train ('' = all).
-
-    c.schedule = ml_collections.ConfigDict()
-    c.schedule.name = "multistep"
-    c.schedule.warmup_epochs = 5
-    c.schedule.decay_epochs = (160, 180)
-    c.schedule.decay_factor = 0.1
-    c.schedule.granularity = "epoch"
-
+    _add_optimizer_defaults(c)
     _add_eval_defaults(c)
 
     # Distillation from a finished run (its workdir); stages link teachers with teacher_from.
@@ -160,6 +142,29 @@ def base_config() -> ml_collections.ConfigDict:
     # beside the first as config.<step>.json.
     c.checkpoint.allow_config_change = False
     return c
+
+
+def _add_optimizer_defaults(c: ml_collections.ConfigDict) -> None:
+    """config.optimizer and config.schedule: SGD with Nesterov momentum and the CIFAR recipes'
+    multistep schedule."""
+    c.optimizer = ml_collections.ConfigDict()
+    c.optimizer.name = "sgd"
+    c.optimizer.lr = 0.1
+    c.optimizer.momentum = 0.9
+    c.optimizer.nesterov = True
+    c.optimizer.weight_decay = 5e-4
+    # Linear scaling: lr is for this global batch; 0 uses lr as given for any batch_size.
+    c.optimizer.reference_batch_size = 0
+    # ((regex over parameter paths, lr multiplier), ...): PyTorch-style parameter groups.
+    c.optimizer.lr_multipliers = ()
+    c.optimizer.trainable = ""  # Regex over parameter paths: only these train ('' = all).
+
+    c.schedule = ml_collections.ConfigDict()
+    c.schedule.name = "multistep"
+    c.schedule.warmup_epochs = 5
+    c.schedule.decay_epochs = (160, 180)
+    c.schedule.decay_factor = 0.1
+    c.schedule.granularity = "epoch"
 
 
 def _add_data_defaults(c: ml_collections.ConfigDict) -> None:

@@ -178,6 +178,26 @@ def _make_feed(form: str, config, dataset, mesh):
     return feed, trainer.device_images(dataset, mesh)
 
 
+def _gather(form: str, trees: list):
+    """The runs' trees as the packed step takes them: a list ('loop'), else stacked."""
+    return list(trees) if form == "loop" else stack(trees)
+
+
+def _packed_step(configs, parts, plan, mesh, form: str, teachers):
+    """(the packed train step, the runs' step keys, their teachers' variables or None)."""
+    config = configs[0]
+    train_step = steps.make_packed_train_step(
+        parts.model, parts.method, plan.tx, plan.learning_rate, mesh,
+        form=form, mixup_alpha=config.mixup_alpha,
+        mixup_epochs=None if config.mixup_epochs < 0 else config.mixup_epochs,
+        steps_per_epoch=plan.steps_per_epoch,
+        teacher=teachers[0] if teachers else None,
+        batch_augment=_batch_augment(config, parts.dataset))
+    teacher_variables = (None if not teachers else
+                         _gather(form, [t.variables for t in teachers]))
+    return train_step, _gather(form, [parts_lib.step_key(c) for c in configs]), teacher_variables
+
+
 class _Pack:
     """The state of one packed training: per-run checkpointers, iterators, writers, checks."""
 
@@ -210,7 +230,8 @@ class _Pack:
     def _train(self):
         plan, config = self.plan, self.configs[0]
         states, step0 = self._restore()
-        train_step, rngs, teacher_variables = self._make_step()
+        train_step, rngs, teacher_variables = _packed_step(
+            self.configs, self.parts, self.plan, self.mesh, self.form, self.teachers)
         feed, source = _make_feed(self.form, config, self.parts.dataset, self.mesh)
         pending, self.start_time = [], time.perf_counter()
         for step in range(step0, plan.total_steps):
@@ -268,26 +289,7 @@ class _Pack:
         if is_main:
             print(f"Packed: {len(configs)} runs (seeds {[c.seed for c in configs]}), form "
                   f"{self.form!r}", flush=True)
-        return self._gather(states), step0
-
-    def _gather(self, trees: list):
-        """The runs' trees as the step takes them: a list ('loop'), else stacked."""
-        return list(trees) if self.form == "loop" else stack(trees)
-
-    def _make_step(self):
-        """(the packed train step, the runs' step keys, their teachers' variables or None)."""
-        config, parts, plan = self.configs[0], self.parts, self.plan
-        train_step = steps.make_packed_train_step(
-            parts.model, parts.method, plan.tx, plan.learning_rate, self.mesh,
-            form=self.form, mixup_alpha=config.mixup_alpha,
-            mixup_epochs=None if config.mixup_epochs < 0 else config.mixup_epochs,
-            steps_per_epoch=plan.steps_per_epoch,
-            teacher=self.teachers[0] if self.teachers else None,
-            batch_augment=_batch_augment(config, parts.dataset))
-        teacher_variables = (None if not self.teachers else
-                             self._gather([t.variables for t in self.teachers]))
-        return train_step, self._gather([parts_lib.step_key(c) for c in self.configs]), \
-            teacher_variables
+        return _gather(self.form, states), step0
 
     def _predictor(self, states, k: int, step: int) -> Predictor:
         """Run k's model at `step`: the shared predictor (one compiled eval step) with its

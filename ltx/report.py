@@ -111,12 +111,7 @@ def evaluate_workdir(workdir: str, *, shot_convention: str | None = None,
     if shot_convention is not None and shot_convention not in shots.SHOT_CONVENTIONS:
         raise ValueError(f"unknown shot convention {shot_convention!r}; expected one of "
                          f"{sorted(shots.SHOT_CONVENTIONS)}")
-    extra = dict(evals or {})
-    if max_per_class is not None or factors is not None:
-        shifted = dict(extra.get("shifted", {}))
-        shifted.update({k: v for k, v in (("max_per_class", max_per_class),
-                                          ("factors", factors)) if v is not None})
-        extra["shifted"] = shifted
+    extra = _with_shifted_settings(evals, max_per_class, factors)
     if predictor is None:
         predictor = workdirs.final_predictor(workdir, step)
     cfg = predictor.config
@@ -138,7 +133,24 @@ def evaluate_workdir(workdir: str, *, shot_convention: str | None = None,
             else:
                 report[key] = value
     report.update(predictor.extra_reports())
+    return _write(workdir, report, context, pictures=pictures, verbose=verbose)
 
+
+def _with_shifted_settings(evals, max_per_class, factors) -> dict[str, dict[str, Any]]:
+    """`evals` ({name: settings} or None) with the 'shifted' evaluator's settings given as
+    their own arguments added."""
+    extra = dict(evals or {})
+    if max_per_class is not None or factors is not None:
+        shifted = dict(extra.get("shifted", {}))
+        shifted.update({k: v for k, v in (("max_per_class", max_per_class),
+                                          ("factors", factors)) if v is not None})
+        extra["shifted"] = shifted
+    return extra
+
+
+def _write(workdir: str, report: dict, context, *, pictures: bool, verbose: bool) -> dict:
+    """Writes `<workdir>/eval/` (report.json, report.md and the pictures); returns the report
+    as written (strict JSON values, with 'pictures')."""
     out_dir = files.join(workdir, "eval")
     files.makedirs(out_dir)
     safe = _json_safe(report)

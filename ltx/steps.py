@@ -212,13 +212,8 @@ def make_step_fn(model, method: methods.Method, tx: optax.GradientTransformation
             images = batch_augment(jax.random.fold_in(rng, _AUGMENT_STREAM),
                                    batch["source"][batch["index"]])
         if mixup_alpha > 0:
-            mixed, labels_a, labels_b, lam = mixup_lib.mixup(rng, images, labels,
-                                                             alpha=mixup_alpha, mask=mask)
-            if mixup_epochs is not None:
-                # lam = 1 is the unmixed batch: one program for both phases.
-                on = epoch < mixup_epochs
-                mixed, lam = jnp.where(on, mixed, images), jnp.where(on, lam, 1.0)
-            images = mixed
+            images, labels_a, labels_b, lam = _mixup(rng, images, labels, mask, epoch,
+                                                     mixup_alpha, mixup_epochs)
         teacher_logits = None if teacher is None else teacher.logits(teacher_variables, images)
 
         def loss_fn(params):
@@ -237,18 +232,36 @@ def make_step_fn(model, method: methods.Method, tx: optax.GradientTransformation
             state.params)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        hits = jnp.argmax(method.aggregate(outputs), -1) == labels
-        if mask is None:
-            count, correct = labels.shape[0], jnp.sum(hits)
-        else:
-            count, correct = jnp.sum(mask), jnp.sum(hits & mask)
-        metrics = {"loss_sum": loss * count, "correct": correct, "count": count,
-                   "lr": learning_rate(state.step), "grad_norm": optax.tree.norm(grads)}
+        metrics = _step_metrics(method.aggregate(outputs), labels, mask, loss, grads,
+                                learning_rate(state.step))
         new_state = TrainState(step=state.step + 1, params=params, batch_stats=batch_stats,
                                opt_state=opt_state)
         return new_state, metrics
 
     return step_fn
+
+
+def _mixup(rng, images, labels, mask, epoch, alpha: float, epochs: float | None):
+    """(images [B, ...], labels_a [B], labels_b [B], lam) of the step's Mixup draw; the batch
+    unmixed (lam = 1) from epoch `epochs` on (None: never), in the same program."""
+    mixed, labels_a, labels_b, lam = mixup_lib.mixup(rng, images, labels, alpha=alpha,
+                                                     mask=mask)
+    if epochs is not None:
+        on = epoch < epochs
+        mixed, lam = jnp.where(on, mixed, images), jnp.where(on, lam, 1.0)
+    return mixed, labels_a, labels_b, lam
+
+
+def _step_metrics(logits, labels, mask, loss, grads, lr) -> dict[str, jax.Array]:
+    """A step's metrics: sums over the real rows of the global batch (logits [B, C], labels
+    [B], mask bool [B] or None) with their count, the learning rate and the gradient norm."""
+    hits = jnp.argmax(logits, -1) == labels
+    if mask is None:
+        count, correct = labels.shape[0], jnp.sum(hits)
+    else:
+        count, correct = jnp.sum(mask), jnp.sum(hits & mask)
+    return {"loss_sum": loss * count, "correct": correct, "count": count, "lr": lr,
+            "grad_norm": optax.tree.norm(grads)}
 
 
 # Folded into a step's key for its augmentation draws; Mixup uses the step's key itself.

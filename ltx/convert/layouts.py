@@ -192,55 +192,22 @@ def convert(state_dict: Mapping[str, np.ndarray], target: Mapping, *,
             found.setdefault((collection, path), {})[expert] = (name, array)
 
     result: dict[tuple[str, ...], np.ndarray] = {}
-    used: set[str] = set()
     for (collection, path), sources in found.items():
         shared_key, expert_key = (collection,) + path, (collection, EXPERTS) + path
         if keep_other_head and path[0] == "head":
-            want = flat_target.get(shared_key, flat_target.get(expert_key))
-            got = tuple(next(iter(sources.values()))[1].shape)
-            if want is not None and got[-1] != want.shape[-1]:  # The class axis is the last.
-                for name, _ in sources.values():
-                    report.skipped[name] = (f"classifier for {got[-1]} classes, the ltx model "
-                                            f"has {want.shape[-1]}: kept at its initial value")
+            reason = _other_head(sources, flat_target.get(shared_key,
+                                                          flat_target.get(expert_key)))
+            if reason:
+                report.skipped.update({name: reason for name, _ in sources.values()})
                 continue
         if shared_key in flat_target:
-            if None not in sources:
-                raise ValueError(f"{collection}/{'/'.join(path)} is shared in the ltx model but "
-                                 f"the checkpoint has it per expert ({sorted(sources)}); set "
-                                 "model.num_shared_stages to the checkpoint's shared stages")
-            name, array = sources[None]
-            want = flat_target[shared_key]
-            if tuple(array.shape) != tuple(want.shape):
-                raise ValueError(f"{name} has shape {tuple(array.shape)} but the ltx variable "
-                                 f"{'/'.join(shared_key)} has {tuple(want.shape)}")
-            result[shared_key] = array.astype(want.dtype)
+            result[shared_key] = _shared(shared_key, sources, flat_target[shared_key])
             report.copied.append("/".join(shared_key))
-            used.add(name)
         elif expert_key in flat_target:
             want = flat_target[expert_key]
-            num_experts = want.shape[0]
-            if None in sources:
-                name, array = sources[None]
-                if tuple(array.shape) != tuple(want.shape[1:]):
-                    raise ValueError(f"{name} has shape {tuple(array.shape)} but each expert's "
-                                     f"{'/'.join(expert_key)} has {tuple(want.shape[1:])}")
-                result[expert_key] = np.broadcast_to(array, want.shape).astype(want.dtype)
-                (report.broadcast if num_experts > 1 else report.copied).append(
-                    "/".join(expert_key))
-                used.add(name)
-                continue
-            if sorted(sources) != list(range(num_experts)):
-                raise ValueError(f"the checkpoint has experts {sorted(sources)} for "
-                                 f"{'/'.join(expert_key)}, the ltx model {num_experts}; set "
-                                 f"method.num_experts to {len(sources)}")
-            stacked = np.stack([sources[e][1] for e in range(num_experts)])
-            if tuple(stacked.shape) != tuple(want.shape):
-                raise ValueError(f"{sources[0][0]} (and its experts) stack to "
-                                 f"{tuple(stacked.shape)} but the ltx variable "
-                                 f"{'/'.join(expert_key)} has {tuple(want.shape)}")
-            result[expert_key] = stacked.astype(want.dtype)
-            report.copied.append("/".join(expert_key))
-            used.update(name for name, _ in sources.values())
+            result[expert_key] = _per_expert(expert_key, sources, want)
+            broadcast = None in sources and want.shape[0] > 1
+            (report.broadcast if broadcast else report.copied).append("/".join(expert_key))
         else:
             for name, _ in sources.values():
                 report.skipped[name] = (f"no ltx variable {collection}/{'/'.join(path)} (or "
@@ -252,3 +219,47 @@ def convert(state_dict: Mapping[str, np.ndarray], target: Mapping, *,
     variables = {path: result[path] if path in result else np.asarray(value)
                  for path, value in flat_target.items()}
     return _unflatten(variables), report
+
+
+def _other_head(sources: dict, want) -> str | None:
+    """Why a classifier of another number of classes than the ltx variable `want` is kept at
+    its initial value, else None (the class axis is the last)."""
+    got = tuple(next(iter(sources.values()))[1].shape)
+    if want is None or got[-1] == want.shape[-1]:
+        return None
+    return (f"classifier for {got[-1]} classes, the ltx model has {want.shape[-1]}: kept at "
+            "its initial value")
+
+
+def _shared(key: tuple[str, ...], sources: dict, want: np.ndarray) -> np.ndarray:
+    """The source array for a variable the ltx model shares between experts."""
+    if None not in sources:
+        raise ValueError(f"{key[0]}/{'/'.join(key[1:])} is shared in the ltx model but the "
+                         f"checkpoint has it per expert ({sorted(sources)}); set "
+                         "model.num_shared_stages to the checkpoint's shared stages")
+    name, array = sources[None]
+    if tuple(array.shape) != tuple(want.shape):
+        raise ValueError(f"{name} has shape {tuple(array.shape)} but the ltx variable "
+                         f"{'/'.join(key)} has {tuple(want.shape)}")
+    return array.astype(want.dtype)
+
+
+def _per_expert(key: tuple[str, ...], sources: dict, want: np.ndarray) -> np.ndarray:
+    """The [E, ...] array for a per-expert ltx variable: the source's experts stacked, or one
+    shared source tensor broadcast to every expert."""
+    num_experts = want.shape[0]
+    if None in sources:
+        name, array = sources[None]
+        if tuple(array.shape) != tuple(want.shape[1:]):
+            raise ValueError(f"{name} has shape {tuple(array.shape)} but each expert's "
+                             f"{'/'.join(key)} has {tuple(want.shape[1:])}")
+        return np.broadcast_to(array, want.shape).astype(want.dtype)
+    if sorted(sources) != list(range(num_experts)):
+        raise ValueError(f"the checkpoint has experts {sorted(sources)} for {'/'.join(key)}, "
+                         f"the ltx model {num_experts}; set method.num_experts to "
+                         f"{len(sources)}")
+    stacked = np.stack([sources[e][1] for e in range(num_experts)])
+    if tuple(stacked.shape) != tuple(want.shape):
+        raise ValueError(f"{sources[0][0]} (and its experts) stack to {tuple(stacked.shape)} "
+                         f"but the ltx variable {'/'.join(key)} has {tuple(want.shape)}")
+    return stacked.astype(want.dtype)

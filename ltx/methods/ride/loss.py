@@ -115,24 +115,14 @@ def ride_loss(expert_logits: jax.Array, labels: jax.Array, *, class_counts, rewe
       Scalar loss (summed over experts), float32 or wider.
     """
     fn = "ride_loss"
-    expert_logits = checks.check_logits(expert_logits, fn, (3,), "[E, B, C]", "expert_logits")
-    num_experts, batch, num_classes = expert_logits.shape
-    if num_experts < 1:
-        raise ValueError(f"{fn}: expert_logits needs at least one expert, got shape "
-                         f"{tuple(expert_logits.shape)}")
-    labels = checks.check_labels(labels, fn, batch, num_classes)
-    counts = checks.check_counts(class_counts, fn, num_classes, positive=True)
+    expert_logits, labels, counts, reweighting, where = _checked_inputs(
+        expert_logits, labels, class_counts, reweighting, where, fn)
+    num_classes = expert_logits.shape[-1]
     xp = checks.array_module(counts)
     checks.check_positive(max_margin, "max_margin", fn, allow_zero=True)
     checks.check_positive(scale, "scale", fn)
     checks.check_positive(base_temperature, "base_temperature", fn)
     checks.check_fraction(beta, "beta", fn)
-    where = checks.check_where(where, fn, batch)
-    if not isinstance(reweighting, (bool, np.bool_)):
-        reweighting = jnp.asarray(reweighting)
-        if reweighting.shape != () or reweighting.dtype != jnp.bool_:
-            raise ValueError(f"{fn}: reweighting must be a bool or a boolean scalar array, got "
-                             f"dtype {reweighting.dtype} and shape {tuple(reweighting.shape)}")
 
     dtype = checks.compute_dtype(expert_logits)
     logits = expert_logits.astype(dtype)
@@ -144,15 +134,9 @@ def ride_loss(expert_logits: jax.Array, labels: jax.Array, *, class_counts, rewe
 
     onehot = jax.nn.one_hot(labels, num_classes, dtype=dtype)
     drw_weights = onehot @ class_weights  # [B]
-    mean_temperature = jnp.asarray(mean_temperature, dtype)
-    if isinstance(reweighting, (bool, np.bool_)):
-        target_weights = drw_weights if reweighting else None
-        temperature = temperatures if reweighting else base_temperature
-        temperature_mean = mean_temperature if reweighting else base_temperature
-    else:  # Traced switch; all-ones weights give the plain mean.
-        target_weights = jnp.where(reweighting, drw_weights, 1.0)
-        temperature = jnp.where(reweighting, temperatures, base_temperature)
-        temperature_mean = jnp.where(reweighting, mean_temperature, base_temperature)
+    target_weights, temperature, temperature_mean = _drw_terms(
+        reweighting, drw_weights, temperatures, jnp.asarray(mean_temperature, dtype),
+        base_temperature)
 
     mean_logits = jnp.mean(logits, axis=0)  # [B, C], the model output z_bar.
     base_logits = _where(diversity_factor == 0, jnp.broadcast_to(mean_logits, logits.shape), logits)
@@ -164,6 +148,39 @@ def ride_loss(expert_logits: jax.Array, labels: jax.Array, *, class_counts, rewe
     log_probs = jax.nn.log_softmax(logits / temperature, axis=-1)  # [E, B, C]
     diversity = temperature_mean ** 2 * kl_to_target(log_target, log_probs, where)  # [E]
     return jnp.sum(base_losses + diversity_factor * diversity)
+
+
+def _checked_inputs(expert_logits, labels, class_counts, reweighting, where, fn: str):
+    """`ride_loss`'s arrays checked: (expert_logits [E, B, C], labels [B], counts [C],
+    reweighting a bool or a boolean scalar array, where [B] or None)."""
+    expert_logits = checks.check_logits(expert_logits, fn, (3,), "[E, B, C]", "expert_logits")
+    num_experts, batch, num_classes = expert_logits.shape
+    if num_experts < 1:
+        raise ValueError(f"{fn}: expert_logits needs at least one expert, got shape "
+                         f"{tuple(expert_logits.shape)}")
+    labels = checks.check_labels(labels, fn, batch, num_classes)
+    counts = checks.check_counts(class_counts, fn, num_classes, positive=True)
+    where = checks.check_where(where, fn, batch)
+    if not isinstance(reweighting, (bool, np.bool_)):
+        reweighting = jnp.asarray(reweighting)
+        if reweighting.shape != () or reweighting.dtype != jnp.bool_:
+            raise ValueError(f"{fn}: reweighting must be a bool or a boolean scalar array, got "
+                             f"dtype {reweighting.dtype} and shape {tuple(reweighting.shape)}")
+    return expert_logits, labels, counts, reweighting, where
+
+
+def _drw_terms(reweighting, drw_weights, temperatures, mean_temperature, base_temperature):
+    """(per-row weights [B] or None, temperature [C] or scalar, T_bar) before or after the
+    re-weighting starts: a Python bool selects, a traced one switches in the same program
+    (all-ones weights give the plain mean)."""
+    if isinstance(reweighting, (bool, np.bool_)):
+        if reweighting:
+            return drw_weights, temperatures, mean_temperature
+        return None, base_temperature, base_temperature
+    return (jnp.where(reweighting, drw_weights, 1.0),
+            jnp.where(reweighting, temperatures, base_temperature),
+            jnp.where(reweighting, mean_temperature, base_temperature))
+
 
 def routing_targets(expert_logits: jax.Array, labels: jax.Array) -> jax.Array:
     """Training targets of RIDE's expert-assignment routers (stage 2).
