@@ -153,12 +153,9 @@ def ride_loss(expert_logits: jax.Array, labels: jax.Array, *, class_counts, rewe
 def _checked_inputs(expert_logits, labels, class_counts, reweighting, where, fn: str):
     """`ride_loss`'s arrays checked: (expert_logits [E, B, C], labels [B], counts [C],
     reweighting a bool or a boolean scalar array, where [B] or None)."""
-    expert_logits = checks.check_logits(expert_logits, fn, (3,), "[E, B, C]", "expert_logits")
-    num_experts, batch, num_classes = expert_logits.shape
-    if num_experts < 1:
-        raise ValueError(f"{fn}: expert_logits needs at least one expert, got shape "
-                         f"{tuple(expert_logits.shape)}")
-    labels = checks.check_labels(labels, fn, batch, num_classes)
+    expert_logits, labels = _checked_experts(expert_logits, labels, fn, 1,
+                                             "expert_logits needs at least one expert")
+    batch, num_classes = expert_logits.shape[1:]
     counts = checks.check_counts(class_counts, fn, num_classes, positive=True)
     where = checks.check_where(where, fn, batch)
     if not isinstance(reweighting, (bool, np.bool_)):
@@ -167,6 +164,16 @@ def _checked_inputs(expert_logits, labels, class_counts, reweighting, where, fn:
             raise ValueError(f"{fn}: reweighting must be a bool or a boolean scalar array, got "
                              f"dtype {reweighting.dtype} and shape {tuple(reweighting.shape)}")
     return expert_logits, labels, counts, reweighting, where
+
+
+def _checked_experts(expert_logits, labels, fn: str, minimum: int, need: str):
+    """(expert_logits [E, B, C], labels [B]) checked, with at least `minimum` experts (`need`
+    says why)."""
+    expert_logits = checks.check_logits(expert_logits, fn, (3,), "[E, B, C]", "expert_logits")
+    num_experts, batch, num_classes = expert_logits.shape
+    if num_experts < minimum:
+        raise ValueError(f"{fn}: {need}, got shape {tuple(expert_logits.shape)}")
+    return expert_logits, checks.check_labels(labels, fn, batch, num_classes)
 
 
 def _drw_terms(reweighting, drw_weights, temperatures, mean_temperature, base_temperature):
@@ -201,17 +208,14 @@ def routing_targets(expert_logits: jax.Array, labels: jax.Array) -> jax.Array:
       bool [E-1, B].
     """
     fn = "routing_targets"
-    expert_logits = checks.check_logits(expert_logits, fn, (3,), "[E, B, C]", "expert_logits")
-    num_experts, batch, num_classes = expert_logits.shape
-    if num_experts < 2:
-        raise ValueError(f"{fn}: routing needs at least 2 experts, got shape "
-                         f"{tuple(expert_logits.shape)}")
-    labels = checks.check_labels(labels, fn, batch, num_classes)
+    expert_logits, labels = _checked_experts(expert_logits, labels, fn, 2,
+                                             "routing needs at least 2 experts")
     running = jnp.cumsum(jax.lax.stop_gradient(expert_logits), axis=0)  # [E, B, C]
     correct = jnp.argmax(running, axis=-1) == labels  # [E, B]
     # later[i] = any_{j > i} correct[j].
     later = jnp.flip(jnp.cumsum(jnp.flip(correct[1:], 0).astype(jnp.int32), axis=0), 0) > 0
     return jnp.logical_and(jnp.logical_not(correct[:-1]), later)
+
 
 def routing_loss(router_logits: jax.Array, targets: jax.Array, *, pos_weight: float,
                  where=None) -> jax.Array:
