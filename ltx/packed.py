@@ -285,7 +285,7 @@ class _Pack:
         for line in self.progress:
             line.start(step0)
         self.finite = [trainer.FiniteCheck(c) for c in self.checkpointers]
-        trainer.announce(configs[0], parts, plan, step0)
+        trainer.announce(configs[0], parts, plan, step0, states[0].params)
         if is_main:
             print(f"Packed: {len(configs)} runs (seeds {[c.seed for c in configs]}), form "
                   f"{self.form!r}", flush=True)

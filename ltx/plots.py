@@ -8,15 +8,23 @@ figure. Accuracies are in percent.
 from __future__ import annotations
 
 import io
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
-from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter
 
 from ltx import files, metrics
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 _DPI = 120
+
+
+def _figure(**kwargs) -> Figure:
+    # matplotlib is imported on the first picture: a training run that draws none (or only at
+    # its end) does not pay its 0.8 s import at launch.
+    from matplotlib.figure import Figure
+    return Figure(**kwargs)
 
 
 def _save(fig: Figure, path: str) -> Figure:
@@ -37,7 +45,7 @@ def reliability_diagrams(path: str, panels: Mapping[str, np.ndarray], labels: np
     bin holds (log scale), since a bin of one or two samples makes a large but meaningless gap.
     """
     names = list(panels)
-    fig = Figure(figsize=(3.2 * len(names), 4.2))
+    fig = _figure(figsize=(3.2 * len(names), 4.2))
     grid = fig.add_gridspec(2, len(names), height_ratios=(3, 1), hspace=0.08, wspace=0.25)
     edges = np.linspace(0.0, 1.0, num_bins + 1)
     centers, width = (edges[:-1] + edges[1:]) / 2, 1.0 / num_bins
@@ -78,7 +86,7 @@ def per_class_accuracy(path: str, class_counts: np.ndarray, accuracies: Mapping[
     point is labelled with its class id; dotted lines mark the shot-group thresholds.
     """
     counts = np.asarray(class_counts, np.float64)
-    fig = Figure(figsize=(7.5, 4.5))
+    fig = _figure(figsize=(7.5, 4.5))
     ax = fig.add_subplot()
     markers = "os^vDP*X"
     for i, (name, acc) in enumerate(accuracies.items()):
@@ -121,7 +129,7 @@ def test_distribution_accuracy(path: str, names: Sequence[str], plain: Sequence[
     None for a method without a test-prior correction.
     """
     x = np.arange(len(names))
-    fig = Figure(figsize=(max(7.5, 0.75 * len(names)), 4.5))
+    fig = _figure(figsize=(max(7.5, 0.75 * len(names)), 4.5))
     ax = fig.add_subplot()
     for label, values in (experts or {}).items():
         ax.plot(x, values, linestyle=":", marker=".", linewidth=1, alpha=0.8, label=label)
@@ -153,7 +161,7 @@ def expert_priors(path: str, train_prior: np.ndarray, lambdas: Sequence[float],
     """
     prior = np.asarray(train_prior, np.float64)
     x = np.arange(prior.shape[0])
-    fig = Figure(figsize=(7.5, 4.5))
+    fig = _figure(figsize=(7.5, 4.5))
     ax = fig.add_subplot()
     colors = [f"C{k}" for k in range(len(lambdas))]
     for k, lam in enumerate(lambdas):
@@ -163,6 +171,7 @@ def expert_priors(path: str, train_prior: np.ndarray, lambdas: Sequence[float],
         ax.plot(x, estimated[k], linestyle="none", marker="o", color=colors[k],
                 label=f"expert {k} estimated")
     ax.set_yscale("log")
+    from matplotlib.ticker import FuncFormatter
     plain = FuncFormatter(lambda value, _: f"{value:g}")
     ax.yaxis.set_major_formatter(plain)
     ax.yaxis.set_minor_formatter(plain)
@@ -180,7 +189,7 @@ def sweep_group_accuracy(path: str, cells: Sequence[str],
     """Grouped bars: for every cell of a sweep, top-1 of each group in `values` (group name ->
     one (mean, std) per cell, None where missing), with the std as error bars."""
     groups = list(values)
-    fig = Figure(figsize=(max(4.0, 1.1 * len(cells) * len(groups) / 2 + 2), 3.8))
+    fig = _figure(figsize=(max(4.0, 1.1 * len(cells) * len(groups) / 2 + 2), 3.8))
     ax = fig.add_subplot()
     width = 0.8 / max(len(groups), 1)
     x = np.arange(len(cells))
@@ -201,7 +210,7 @@ def sweep_lines(path: str, xs: Sequence, lines: Mapping[str, Sequence[tuple[floa
                 *, xlabel: str, ylabel: str = "test top-1 (%)", log_x: bool = False) -> Figure:
     """One line per entry of `lines` (name -> one (mean, std) or None per x), with error bars:
     accuracy against an axis of a sweep (the imbalance ratio, the test distribution)."""
-    fig = Figure(figsize=(max(4.5, 0.55 * len(xs) + 2), 3.6))
+    fig = _figure(figsize=(max(4.5, 0.55 * len(xs) + 2), 3.6))
     ax = fig.add_subplot()
     positions = np.asarray(xs, float) if log_x else np.arange(len(xs))
     for name, points in lines.items():

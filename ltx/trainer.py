@@ -190,7 +190,7 @@ def _train_and_evaluate(config, workdir, parts, teacher, signals):
         writer = metric_writers.create_writer(workdir, process_index=jax.process_index(),
                                               tensorboard=config.tensorboard,
                                               resume_step=int(state.step))
-        announce(config, parts, plan, int(state.step))
+        announce(config, parts, plan, int(state.step), state.params)
         feed, batch_augment = make_feed(config, parts.dataset, mesh)
         train_step = steps.make_train_step(
             parts.model, parts.method, plan.tx, plan.learning_rate, mesh,
@@ -293,12 +293,13 @@ def _write_config(config, workdir: str, step: int) -> None:
                              config_file=None if written is None else files.basename(written))
 
 
-def announce(config, parts, plan, start_step: int) -> None:
-    """Prints what trains on what (fresh runs) and an unused accelerator's warning."""
+def announce(config, parts, plan, start_step: int, params=None) -> None:
+    """Prints what trains on what (fresh runs) and an unused accelerator's warning; `params`
+    (the model's, e.g. the initial state's) saves tracing the model to count them."""
     if jax.process_index() != 0:
         return
     if start_step == 0:
-        print(describe(config, parts, plan), flush=True)
+        print(describe(config, parts, plan, params), flush=True)
     warning = accelerator_warning()
     if warning:
         print(f"Warning: {warning}", flush=True)
@@ -389,13 +390,15 @@ def final_report(config, workdir: str, predictor: Predictor, plan, wall: float,
     return final
 
 
-def describe(config, parts: parts_lib.Parts, plan: parts_lib.Plan) -> str:
-    """One line: the data, the method, its parameter count and the steps on which devices."""
+def describe(config, parts: parts_lib.Parts, plan: parts_lib.Plan, params=None) -> str:
+    """One line: the data, the method, its parameter count (of `params`, else of the model's
+    shapes) and the steps on which devices."""
     d, method = parts.dataset, parts.method
-    params = sum(x.size for x in jax.tree.leaves(jax.eval_shape(
-        lambda: parts.model.init(parts_lib.init_key(config),
-                                 np.zeros((1,) + tuple(d.image_shape), np.float32),
-                                 train=False)["params"])))
+    if params is None:
+        params = jax.eval_shape(lambda: parts.model.init(
+            parts_lib.init_key(config), np.zeros((1,) + tuple(d.image_shape), np.float32),
+            train=False)["params"])
+    params = sum(x.size for x in jax.tree.leaves(params))
     return (f"{d.name}: {len(d.train)} train images over {d.num_classes} classes "
             f"(head {int(d.class_counts.max())}, tail {int(d.class_counts.min())}), "
             f"{len(d.test)} test | {method.name} with {method.num_experts} "

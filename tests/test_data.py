@@ -39,6 +39,18 @@ def test_digits_lt_splits_are_disjoint_and_fixed(digits_dataset):
     assert record["label"] == d.train.labels[0]
 
 
+@pytest.mark.parametrize("csv", [None, ("no", "such.csv.gz")], ids=["file", "loader"])
+def test_digits_are_scikit_learns_whether_read_from_its_file_or_its_loader(csv, monkeypatch):
+    from sklearn.datasets import load_digits
+    if csv is not None:
+        monkeypatch.setattr(digits, "_CSV", csv)
+    images, labels = digits._load_digits()
+    bunch = load_digits()
+    np.testing.assert_array_equal(images[..., 0], np.round(bunch.images * 255.0 / 16.0))
+    np.testing.assert_array_equal(labels, bunch.target)
+    assert images.dtype == np.uint8 and labels.dtype == np.int64 and images.shape[-1] == 1
+
+
 def test_digits_lt_rejects_a_head_larger_than_the_data():
     with pytest.raises(ValueError, match="max_per_class=150 exceeds the 134"):
         digits.digits_lt(max_per_class=150)

@@ -19,6 +19,9 @@ serves digits and CIFAR. Images are [8, 8, 1].
 
 from __future__ import annotations
 
+import importlib.util
+import os
+
 import numpy as np
 
 from ltx.data import long_tail, splits
@@ -27,12 +30,27 @@ NUM_CLASSES = 10
 IMAGE_SHAPE = (8, 8, 1)
 
 
-def _load_digits() -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.datasets import load_digits  # Local import: only this dataset needs sklearn.
+# scikit-learn's file of the digits (64 pixels 0..16 and the label per row), which
+# `sklearn.datasets.load_digits` reads.
+_CSV = ("datasets", "data", "digits.csv.gz")
 
-    bunch = load_digits()
-    images = np.round(bunch.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
-    return images, bunch.target.astype(np.int64)
+
+def _load_digits() -> tuple[np.ndarray, np.ndarray]:
+    """(images uint8 [1797, 8, 8, 1] in 0..255, labels int64 [1797]). Reads scikit-learn's
+    bundled file directly where it lies: importing `sklearn.datasets` takes about 1.1 s of the
+    default job's launch, reading the file 0.05 s; the same arrays as `load_digits()`."""
+    spec = importlib.util.find_spec("sklearn")
+    path = (os.path.join(os.path.dirname(spec.origin), *_CSV)
+            if spec is not None and spec.origin else "")
+    if os.path.isfile(path):
+        data = np.loadtxt(path, delimiter=",")
+        pixels, labels = data[:, :-1].reshape(-1, 8, 8), data[:, -1]
+    else:  # Another layout of scikit-learn: its loader.
+        from sklearn.datasets import load_digits
+        bunch = load_digits()
+        pixels, labels = bunch.images, bunch.target
+    images = np.round(pixels * (255.0 / 16.0)).astype(np.uint8)[..., None]
+    return images, labels.astype(np.int64)
 
 
 def digits_lt(
