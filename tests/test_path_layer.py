@@ -26,6 +26,8 @@ ALLOWED = {
     ("ltx/sweep.py", "_open_log"): "a subprocess's stdout must be a local file (copied to a "
                                    "remote sweep root when the run ends)",
     ("ltx/convert/arrays.py", "load_state_dict"): "os.path.splitext of a file name's string",
+    ("ltx/data/digits.py", "_load_digits"): "scikit-learn's bundled digits file, installed "
+                                            "beside its package on local disk",
 }
 
 _OS_FS = {"makedirs", "mkdir", "listdir", "remove", "unlink", "rename", "replace", "rmdir",
