@@ -6,10 +6,10 @@ compiled executables are written to a directory and a later process with the sam
 model, shapes, devices, JAX version and flags) loads them instead of compiling.
 
 Where: `config.compile_cache_dir` if set, else $LTX_COMPILE_CACHE, else
-~/.cache/ltx/jax; 'off' (either place) disables it. Every program is written, however quickly
-it compiled: reading the 20 small programs of the default job's evaluations (metrics, about
-0.06 s each to compile) takes a quarter of compiling them again. Programs that compiled in
-under $LTX_COMPILE_CACHE_MIN_SECONDS (default 0) are not written.
+~/.cache/ltx/jax; 'off' (either place) disables it. By default every program is written,
+however quickly it compiled: reading the 20 small programs of the default job's evaluations
+(metrics, about 0.06 s each to compile) takes a quarter of compiling them again. Programs that
+compiled in under $LTX_COMPILE_CACHE_MIN_SECONDS seconds (default 0) are not written.
 
 Off under `jax.distributed` on CPU (collectives over gloo): there only process 0 writes
 the cache, and a resumed run whose other processes load process 0's executables hangs in its

@@ -293,9 +293,9 @@ def _write_config(config, workdir: str, step: int) -> None:
                              config_file=None if written is None else files.basename(written))
 
 
-def announce(config, parts, plan, start_step: int, params=None) -> None:
-    """Prints what trains on what (fresh runs) and an unused accelerator's warning; `params`
-    (the model's, e.g. the initial state's) saves tracing the model to count them."""
+def announce(config, parts, plan, start_step: int, params) -> None:
+    """Prints what trains on what (fresh runs: `params`, the initial state's, are counted) and
+    an unused accelerator's warning."""
     if jax.process_index() != 0:
         return
     if start_step == 0:
@@ -390,14 +390,10 @@ def final_report(config, workdir: str, predictor: Predictor, plan, wall: float,
     return final
 
 
-def describe(config, parts: parts_lib.Parts, plan: parts_lib.Plan, params=None) -> str:
-    """One line: the data, the method, its parameter count (of `params`, else of the model's
-    shapes) and the steps on which devices."""
+def describe(config, parts: parts_lib.Parts, plan: parts_lib.Plan, params) -> str:
+    """One line: the data, the method, the parameter count of `params` (the model's, from the
+    initial state: counting them costs no trace of the model) and the steps on which devices."""
     d, method = parts.dataset, parts.method
-    if params is None:
-        params = jax.eval_shape(lambda: parts.model.init(
-            parts_lib.init_key(config), np.zeros((1,) + tuple(d.image_shape), np.float32),
-            train=False)["params"])
     params = sum(x.size for x in jax.tree.leaves(params))
     return (f"{d.name}: {len(d.train)} train images over {d.num_classes} classes "
             f"(head {int(d.class_counts.max())}, tail {int(d.class_counts.min())}), "
