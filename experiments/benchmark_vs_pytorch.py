@@ -83,6 +83,9 @@ def parse_args(argv=None):
 def _ltx_worker(args):
     import functools
 
+    from ltx import host_memory
+    host_memory.keep_freed_buffers()  # As the training entry point does (ltx.train).
+
     import jax
     import jax.numpy as jnp
     import numpy as np

@@ -207,7 +207,7 @@ def _add_eval_defaults(c: ml_collections.ConfigDict) -> None:
     c.evals.shifted = ml_collections.ConfigDict({"max_per_class": 100,
                                                  "factors": (2, 5, 10, 25, 50)})
     c.evals.expert_priors = ml_collections.ConfigDict()
-    c.evals.method = ml_collections.ConfigDict()
+    c.evals.routing = ml_collections.ConfigDict()
 
     c.eval = ml_collections.ConfigDict()
     c.eval.every_epochs = 20  # 0: only at the end.

@@ -8,14 +8,15 @@ configured ones plus any named on the command line (`--evals=name[,name]`).
     config.evals.uniform = {}                     # the uniform test set
     config.evals.shifted = {'max_per_class': 100, 'factors': (2, 5, 10, 25, 50)}
     config.evals.expert_priors = {}               # gLA experts' learned priors (ltx.methods.balpoe)
-    config.evals.method = {}                      # the method's own numbers (Method.evaluators)
+    config.evals.routing = {}                     # experts per image (ltx.methods.ride)
 
-Built in here: 'uniform', 'shifted' and 'method'. A method home registers the evaluators only it
-knows (`ltx.methods.evaluator` finds them by name: 'expert_priors' in `ltx.methods.balpoe`,
-'test_time_aggregation' in `ltx.methods.sade.test_time`); user code adds its own with
-`ltx.methods.register_evaluator`. An evaluator named in a config that does not apply to the
-method (`Evaluator.check` gives the reason) is skipped; one asked for on the command line fails
-with that reason.
+Built in here: 'uniform' and 'shifted'. A method home registers the evaluators only it knows
+(`ltx.methods.evaluator` finds them by name: 'expert_priors' in `ltx.methods.balpoe`, 'routing'
+in `ltx.methods.ride`, 'test_time_aggregation' in `ltx.methods.sade.test_time`); user code adds
+its own with `ltx.methods.register_evaluator`. An evaluator's `metrics` (numbers of one split)
+also run in training's periodic and final evaluations. An evaluator named in a config that does
+not apply to the method (`Evaluator.check` gives the reason) is skipped; one asked for on the
+command line fails with that reason.
 """
 
 from __future__ import annotations
@@ -85,6 +86,10 @@ class Evaluator:
     Attributes:
       run: `(context, **settings) -> sections` ({'distributions': ...}; a 'meta' section is
         merged into the report's meta).
+      metrics: `(outputs, labels, dataset, config, **settings) -> {name: float}`, numbers of
+        one split (host `Outputs` [E, N, C], labels [N]) that training also logs: merged into
+        the periodic and final metrics (`ltx.predictor.Predictor.evaluate`); an evaluator with
+        `metrics` and no `run` reports them on the test split as its section, under its name.
       check: `(method) -> reason or None`: why it does not apply to a run of this
         `ltx.methods.Method` (None: it does); asked before anything is predicted.
       validate: `(**settings) -> None`, raising ValueError for bad settings before any model is
@@ -95,12 +100,20 @@ class Evaluator:
         ConfigDict lists its keys sorted by name.
     """
 
-    run: Callable[..., Sections]
+    run: Callable[..., Sections] | None = None
+    metrics: Callable[..., dict[str, float]] | None = None
     check: Callable[[Any], str | None] | None = None
     validate: Callable[..., None] | None = None
     markdown: Callable[[dict], list[str]] | None = None
     pictures: Callable[[Callable[[str], str], dict, Context], None] | None = None
     order: int = 50
+
+    def sections(self, name: str, context: Context, **settings) -> Sections:
+        """The report sections of this evaluator (registered as `name`)."""
+        if self.run is not None:
+            return self.run(context, **settings)
+        return {name: self.metrics(context.outputs, context.labels, context.dataset,
+                                   context.config, **settings)}
 
 
 def expert_name(k: int, lambdas: Sequence[float]) -> str:
@@ -348,24 +361,9 @@ def _shifted_pictures(target, report: dict, ctx: Context) -> None:
         else [dists[n]["corrected"]["top1_samples"] for n in names], experts)
 
 
-# -- 'method' ---------------------------------------------------------------------------------
-
-def _method_numbers(ctx: Context) -> Sections:
-    return {"method": ctx.method.evaluate(ctx.outputs, ctx.labels, ctx.dataset, ctx.config)}
-
-
-def _method_markdown(report: dict) -> list[str]:
-    return ([f"## {report['meta']['method']}: the method's own numbers", "",
-             "| quantity | value |", "|---|---|"]
-            + [f"| {k} | {v} |" for k, v in report["method"].items()])
-
-
 BUILTIN = {
     "uniform": Evaluator(_uniform, markdown=_uniform_markdown, pictures=_uniform_pictures,
                          order=0),
     "shifted": Evaluator(_shifted, validate=_validate_shifted, markdown=_shifted_markdown,
                          pictures=_shifted_pictures, order=10),
-    "method": Evaluator(_method_numbers, markdown=_method_markdown, order=30,
-                        check=lambda method: None if method.evaluators else
-                        f"method {method.name!r} has no evaluators of its own"),
 }

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from ltx import checkpointing, evaluation, files, parts as parts_lib, steps
+from ltx import checkpointing, evaluation, files, methods, parts as parts_lib, steps
 from ltx.data import pipeline
 from ltx.outputs import Outputs, model_outputs
 
@@ -148,8 +148,9 @@ class Predictor:
         return np.asarray(self.method.correct_prior(jnp.asarray(logits), prior), np.float32)
 
     def evaluate(self, split="test") -> dict[str, float]:
-        """The metric report on 'test' or 'val' (`evaluation.metric_report`), with the method's
-        own numbers (`Method.evaluate`); with `eval.posthoc_test_prior`, BalPoE's oracle
+        """The metric report on 'test' or 'val' (`evaluation.metric_report`), with the numbers
+        of the configured evaluators that have `metrics` and apply to the method
+        (`ltx.evaluators.Evaluator`); with `eval.posthoc_test_prior`, BalPoE's oracle
         correction by the split's empirical class frequencies first."""
         outputs, logits, labels = self.predict(split)
         if self.config.eval.posthoc_test_prior:
@@ -161,7 +162,11 @@ class Predictor:
         report = evaluation.metric_report(
             outputs.logits, logits, labels, self.dataset.class_counts,
             shot_convention=self.config.eval.shot_convention, num_bins=self.config.eval.num_bins)
-        report.update(self.method.evaluate(outputs, labels, self.dataset, self.config))
+        for evaluator, settings in methods.applicable_evaluators(
+                self.method, methods.configured_evaluators(self.config)).values():
+            if evaluator.metrics is not None:
+                report.update(evaluator.metrics(outputs, labels, self.dataset, self.config,
+                                                **settings))
         return report
 
     def extra_reports(self) -> dict[str, Any]:

@@ -37,7 +37,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ltx import config_lib, evaluators, files, methods, workdirs
+from ltx import evaluators, files, methods, workdirs
 from ltx.data import shots
 # The shifted test sets' helpers, by their earlier home's names.
 from ltx.evaluators import (IMBALANCE_FACTORS, MAX_PER_CLASS, corrected_logits,  # noqa: F401
@@ -58,20 +58,12 @@ def _json_safe(x):
     return x
 
 
-def configured_evals(config) -> dict[str, dict[str, Any]]:
-    """{name: settings} of `config.evals`, in order (a config written before evaluators were
-    named in configs gets the defaults of `config_lib.base_config`)."""
-    evals = config.get("evals") or config_lib.base_config().evals
-    return {name: dict(settings.to_dict() if hasattr(settings, "to_dict") else settings or {})
-            for name, settings in evals.items()}
-
-
 def resolve_evals(config, extra: dict[str, dict[str, Any]] | None = None
                   ) -> tuple[dict[str, dict[str, Any]], set[str]]:
     """({name: settings} to run, the names asked for in `extra`): the config's evaluators, then
     `extra`'s (whose settings replace a configured one's). Unknown names and bad settings raise
     ValueError here, before any model is restored."""
-    named = configured_evals(config)
+    named = methods.configured_evaluators(config)
     for name, settings in (extra or {}).items():
         named[name] = {**named.get(name, {}), **(settings or {})}
     for name, settings in named.items():
@@ -115,7 +107,7 @@ def evaluate_workdir(workdir: str, *, shot_convention: str | None = None,
     if predictor is None:
         predictor = workdirs.final_predictor(workdir, step)
     cfg = predictor.config
-    chosen = applicable_evals(predictor.method, *resolve_evals(cfg, extra))
+    chosen = methods.applicable_evaluators(predictor.method, *resolve_evals(cfg, extra))
     convention = shot_convention or cfg.eval.shot_convention
     num_bins = num_bins or cfg.eval.num_bins
     outputs, logits, labels = predictor.predict("test")
@@ -127,7 +119,7 @@ def evaluate_workdir(workdir: str, *, shot_convention: str | None = None,
         predict=predictor.predict, predict_images=predictor.predict_images, report=report,
         settings={name: settings for name, (_, settings) in chosen.items()})
     for name, (evaluator, settings) in chosen.items():
-        for key, value in evaluator.run(context, **settings).items():
+        for key, value in evaluator.sections(name, context, **settings).items():
             if key == "meta":
                 report["meta"].update(value)
             else:
@@ -162,21 +154,6 @@ def _write(workdir: str, report: dict, context, *, pictures: bool, verbose: bool
     if verbose:
         print(markdown)
     return safe
-
-
-def applicable_evals(method, named: dict[str, dict[str, Any]], asked: set[str]) -> dict:
-    """{name: (evaluator, settings)} of the `named` evaluators that apply to `method`, in their
-    report order; one that does not apply is skipped, or raises ValueError if `asked` names it."""
-    chosen = {}
-    for name, settings in sorted(named.items(),
-                                 key=lambda item: (methods.evaluator(item[0]).order, item[0])):
-        evaluator = methods.evaluator(name)
-        reason = evaluator.check(method) if evaluator.check is not None else None
-        if reason and name in asked:
-            raise ValueError(f"evaluator {name!r} does not apply: {reason}")
-        if not reason:
-            chosen[name] = (evaluator, settings)
-    return chosen
 
 
 def _meta(workdir, predictor, outputs, labels, convention: str, num_bins: int,

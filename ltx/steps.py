@@ -13,8 +13,9 @@ Losses and metrics avoid gathers on sharded arrays anyway, so they also run unde
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
-from typing import Any
+from typing import Any, Callable
 
 import flax
 import jax
@@ -64,9 +65,11 @@ def replicate(tree, sharding: NamedSharding):
     return jax.tree.map(put, tree)
 
 
-def create_train_state(rng: jax.Array, model, tx: optax.GradientTransformation,
-                       image_shape, mesh: jax.sharding.Mesh) -> TrainState:
-    """Initialises parameters, BatchNorm statistics and optimizer state, replicated."""
+def make_init(model, tx: optax.GradientTransformation, image_shape,
+              mesh: jax.sharding.Mesh) -> Callable[[jax.Array], TrainState]:
+    """The jitted `init(rng) -> TrainState`: parameters, BatchNorm statistics and optimizer
+    state, replicated. `jax.eval_shape(init, rng)` gives the state's shapes (traced once: the
+    call after it reuses the trace)."""
 
     def init(rng):
         variables = model.init(rng, jnp.zeros((1,) + tuple(image_shape), jnp.float32),
@@ -76,7 +79,39 @@ def create_train_state(rng: jax.Array, model, tx: optax.GradientTransformation,
                           batch_stats=variables.get("batch_stats", {}),
                           opt_state=tx.init(params))
 
-    return jax.jit(init, out_shardings=NamedSharding(mesh, P()))(rng)
+    return jax.jit(init, out_shardings=NamedSharding(mesh, P()))
+
+
+def create_train_state(rng: jax.Array, model, tx: optax.GradientTransformation,
+                       image_shape, mesh: jax.sharding.Mesh) -> TrainState:
+    """Initialises parameters, BatchNorm statistics and optimizer state, replicated."""
+    return make_init(model, tx, image_shape, mesh)(rng)
+
+
+def compile_ahead(programs) -> Callable[[], None]:
+    """Starts compiling each (jitted function, example arguments) of `programs` in a thread of
+    its own; returns `wait()`, which blocks until every one is compiled and raises the first
+    error. A function that is not jitted (no `lower`) is left to its first call.
+
+    Example arguments are arrays or `jax.ShapeDtypeStruct`s with the shapes, dtypes and
+    shardings of the later call, which then runs the compiled program without tracing again
+    (jax.jit keeps what `lower(...).compile()` made). Tracing holds the GIL, but XLA compiles,
+    and reads the persistent compilation cache, without it: on 2 CPU cores the default job's
+    init, train step and eval step took 8.4 s compiled together against 11.1 s one after
+    another (empty cache) and 3.0 s against 3.7 s (warm cache).
+    """
+    programs = [(fn, args) for fn, args in programs if hasattr(fn, "lower")]  # Jitted ones.
+    pool = concurrent.futures.ThreadPoolExecutor(max(len(programs), 1),
+                                                 thread_name_prefix="ltx-compile")
+    futures = [pool.submit(lambda fn=fn, args=args: fn.lower(*args).compile())
+               for fn, args in programs]
+    pool.shutdown(wait=False)
+
+    def wait() -> None:
+        for future in futures:
+            future.result()
+
+    return wait
 
 
 @dataclasses.dataclass(frozen=True)
@@ -206,11 +241,7 @@ def make_step_fn(model, method: methods.Method, tx: optax.GradientTransformation
         rng = jax.random.fold_in(rng, state.step)
         epoch = epoch_of(state.step, steps_per_epoch)
         labels, mask = batch["label"], batch.get("mask")
-        if batch_augment is None:
-            images = batch["image"]
-        else:
-            images = batch_augment(jax.random.fold_in(rng, _AUGMENT_STREAM),
-                                   batch["source"][batch["index"]])
+        images = _batch_images(batch, rng, batch_augment)
         if mixup_alpha > 0:
             images, labels_a, labels_b, lam = _mixup(rng, images, labels, mask, epoch,
                                                      mixup_alpha, mixup_epochs)
@@ -239,6 +270,15 @@ def make_step_fn(model, method: methods.Method, tx: optax.GradientTransformation
         return new_state, metrics
 
     return step_fn
+
+
+def _batch_images(batch, rng, batch_augment) -> jax.Array:
+    """The step's images [B, H, W, C]: the batch's, or (augmentation on device) its indexed
+    training images augmented with the step key's augmentation stream."""
+    if batch_augment is None:
+        return batch["image"]
+    return batch_augment(jax.random.fold_in(rng, _AUGMENT_STREAM),
+                         batch["source"][batch["index"]])
 
 
 def _mixup(rng, images, labels, mask, epoch, alpha: float, epochs: float | None):

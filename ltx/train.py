@@ -34,8 +34,9 @@ def main(argv):
     config_check.check(config, built=False)
     if config.distributed or os.environ.get("LTX_DISTRIBUTED") == "1":
         initialize_distributed()
-    from ltx import compile_cache, stages
+    from ltx import compile_cache, host_memory, stages
     compile_cache.enable(config.compile_cache_dir)
+    host_memory.keep_freed_buffers()
     if not config.pack.seeds:
         stages.train(config, _WORKDIR.value)
         return

@@ -14,6 +14,7 @@ point), `checkpoints/` (orbax, keep-N, resumed automatically) and, when finished
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import time
 from typing import Any
@@ -37,9 +38,15 @@ def accelerator_warning(installed=None, backend: str | None = None) -> str | Non
     """A warning when an accelerator plugin is installed but JAX runs on CPU (a driver or
     library mismatch makes JAX fall back silently); None otherwise. `installed` (names of
     installed distributions) and `backend` default to this environment's."""
-    if installed is None:
+    if installed is None:  # Looked up by name: listing every distribution takes 0.15-0.4 s.
         from importlib import metadata
-        installed = {(d.metadata["Name"] or "").lower() for d in metadata.distributions()}
+        installed = set()
+        for name in ACCELERATOR_PLUGINS:
+            try:
+                metadata.distribution(name)
+            except metadata.PackageNotFoundError:
+                continue
+            installed.add(name)
     found = sorted(set(ACCELERATOR_PLUGINS) & {name.lower() for name in installed})
     backend = jax.default_backend() if backend is None else backend
     if not found or backend != "cpu":
@@ -135,10 +142,13 @@ def make_feed(config, dataset, mesh: jax.sharding.Mesh):
 
 
 def initial_state(config: ml_collections.ConfigDict, parts: parts_lib.Parts, plan: parts_lib.Plan,
-                  mesh: jax.sharding.Mesh, *, pretrained: bool = True) -> steps.TrainState:
-    """Freshly initialised state; with `pretrained`, `model.init_checkpoint` loaded into it."""
-    state = steps.create_train_state(parts_lib.init_key(config), parts.model, plan.tx,
-                                     parts.dataset.image_shape, mesh)
+                  mesh: jax.sharding.Mesh, *, pretrained: bool = True,
+                  init=None) -> steps.TrainState:
+    """Freshly initialised state; with `pretrained`, `model.init_checkpoint` loaded into it.
+    `init` is the run's `steps.make_init` program (default: built here)."""
+    if init is None:
+        init = steps.make_init(parts.model, plan.tx, parts.dataset.image_shape, mesh)
+    state = init(parts_lib.init_key(config))
     path = config.model.get("init_checkpoint", "")
     if not (pretrained and path):
         return state
@@ -185,37 +195,33 @@ def _train_and_evaluate(config, workdir, parts, teacher, signals):
                                               async_save=config.checkpoint.async_save)
     iterator = None
     try:
+        run = build_programs(config, parts, plan, mesh, teacher)
+        compiled = compile_ahead(config, parts, plan, run)
         state, iterator, seconds_before = restore_or_init(config, workdir, parts, plan, mesh,
-                                                           checkpointer)
+                                                           checkpointer, init=run.init)
         writer = metric_writers.create_writer(workdir, process_index=jax.process_index(),
                                               tensorboard=config.tensorboard,
                                               resume_step=int(state.step))
         announce(config, parts, plan, int(state.step), state.params)
-        feed, batch_augment = make_feed(config, parts.dataset, mesh)
-        train_step = steps.make_train_step(
-            parts.model, parts.method, plan.tx, plan.learning_rate, mesh,
-            mixup_alpha=config.mixup_alpha,
-            mixup_epochs=None if config.mixup_epochs < 0 else config.mixup_epochs,
-            steps_per_epoch=plan.steps_per_epoch, teacher=teacher, batch_augment=batch_augment)
-        predictor = Predictor(config, parts.dataset, parts.method, parts.model, None, 0, mesh)
         progress = metric_writers.ProgressLine(plan.total_steps, config.batch_size,
                                                enabled=is_main)
+        compiled()
         progress.start(int(state.step))
         finite = FiniteCheck(checkpointer)
-        pending, start_time, rng = [], time.perf_counter(), parts_lib.step_key(config)
+        pending, start_time = [], time.perf_counter()
         meta = {"fingerprint": parts_lib.fingerprint(config, parts),
                 "recipe": checkpointing.recipe_fingerprint(config), "seed": config.seed}
         for step in range(int(state.step), plan.total_steps):
-            state, metrics = train_step(state, feed(next(iterator)), rng,
-                                        None if teacher is None else teacher.variables)
+            state, metrics = run.train_step(state, run.feed(next(iterator)), run.rng,
+                                            run.teacher_variables)
             pending.append((step + 1, metrics))
             last = step + 1 == plan.total_steps
             if (step + 1) % config.log_every_steps == 0 or last:
                 log_metrics(step + 1, finite(pending), writer, progress, plan)
                 pending = []
             if crossed(step, plan.steps_per_epoch, config.eval.every_epochs) and not last:
-                periodic_eval(step + 1, predictor.with_variables(variables_of(state), step + 1),
-                               writer, plan)
+                periodic_eval(step + 1, run.predictor.with_variables(variables_of(state),
+                                                                     step + 1), writer, plan)
             stop = stop_requested(step + 1, signals, checkpointer)
             if last or stop or crossed(step, plan.steps_per_epoch,
                                         config.checkpoint.every_epochs):
@@ -224,11 +230,7 @@ def _train_and_evaluate(config, workdir, parts, teacher, signals):
                 checkpointer.save(step + 1, state, iterator.get_state(),
                                   dict(meta, train_seconds=seconds), force=True)
             if stop:
-                checkpointer.wait_until_finished()
-                writer.flush()
-                raise faults.Preempted(
-                    f"{stop} at step {step + 1} of {plan.total_steps}: checkpoint saved in "
-                    f"{checkpointer.directory}; rerun the same command to resume")
+                preempted(stop, step + 1, plan, checkpointer, writer)
             checkpointer.check_for_errors()
             writer.flush()
     except BaseException:
@@ -238,22 +240,97 @@ def _train_and_evaluate(config, workdir, parts, teacher, signals):
         if iterator is not None:
             iterator.close()  # Stops data workers and frees their prefetched shared memory.
     checkpointer.close()
-    predictor = predictor.with_variables(variables_of(state), int(state.step))
+    predictor = run.predictor.with_variables(variables_of(state), int(state.step))
     wall = seconds_before + time.perf_counter() - start_time
     return final_report(config, workdir, predictor, plan, wall, writer), predictor
+
+
+def preempted(reason: str, done: int, plan, checkpointer, writer) -> None:
+    """Raises faults.Preempted once the checkpoint of step `done` is written."""
+    checkpointer.wait_until_finished()
+    writer.flush()
+    raise faults.Preempted(
+        f"{reason} at step {done} of {plan.total_steps}: checkpoint saved in "
+        f"{checkpointer.directory}; rerun the same command to resume")
+
+
+@dataclasses.dataclass(frozen=True)
+class Programs:
+    """What the training loop runs.
+
+    Attributes:
+      init: the jitted `rng -> TrainState` (`steps.make_init`).
+      train_step: the jitted `(state, batch, rng, teacher_variables) -> (state, metrics)`.
+      feed: `fn(host batch) -> the train step's global batch` (`make_feed`).
+      predictor: the model's `Predictor` (its variables set at each evaluation).
+      rng: the steps' base key; teacher_variables: a distilling method's teacher's, or None.
+    """
+
+    init: Any
+    train_step: Any
+    feed: Any
+    predictor: Predictor
+    rng: jax.Array
+    teacher_variables: Any
+
+
+def build_programs(config, parts, plan, mesh, teacher) -> Programs:
+    feed, batch_augment = make_feed(config, parts.dataset, mesh)
+    train_step = steps.make_train_step(
+        parts.model, parts.method, plan.tx, plan.learning_rate, mesh,
+        mixup_alpha=config.mixup_alpha,
+        mixup_epochs=None if config.mixup_epochs < 0 else config.mixup_epochs,
+        steps_per_epoch=plan.steps_per_epoch, teacher=teacher, batch_augment=batch_augment)
+    return Programs(
+        init=steps.make_init(parts.model, plan.tx, parts.dataset.image_shape, mesh),
+        train_step=train_step, feed=feed,
+        predictor=Predictor(config, parts.dataset, parts.method, parts.model, None, 0, mesh),
+        rng=parts_lib.step_key(config),
+        teacher_variables=None if teacher is None else teacher.variables)
+
+
+def compile_ahead(config, parts, plan, run: Programs):
+    """Compiles the train step and the eval step in background threads while the caller
+    initialises (or restores) the state with `run.init`; returns `wait()`
+    (`steps.compile_ahead`).
+
+    The state's shapes come from tracing `init`, the batches' from the first training batch
+    and the first evaluation batch."""
+    state = jax.eval_shape(run.init, parts_lib.init_key(config))
+    batch = run.feed(train_data(config, parts.dataset, plan.epochs)[0])
+    return steps.compile_ahead([
+        (run.train_step, (state, batch, run.rng, run.teacher_variables)),
+        (run.predictor.eval_step, (variables_of(state), first_eval_batch(run.predictor)))])
+
+
+def first_eval_batch(predictor: Predictor) -> dict[str, jax.Array]:
+    """The first global batch of the split that periodic evaluation reads, as the eval step
+    receives it: every evaluation batch has its shape (`pipeline.eval_batches` pads)."""
+    dataset = predictor.dataset
+    batches = pipeline.eval_batches(
+        dataset.val if dataset.val is not None else dataset.test,
+        global_batch_size=predictor.config.eval.batch_size, mean=dataset.mean, std=dataset.std,
+        transform=dataset.eval_transform,
+        sharding=pipeline.Sharding(jax.process_index(), jax.process_count()))
+    try:
+        return steps.make_to_global(predictor.mesh)(next(batches))
+    finally:
+        batches.close()
 
 
 def variables_of(state: steps.TrainState) -> dict[str, Any]:
     return {"params": state.params, "batch_stats": state.batch_stats}
 
 
-def restore_or_init(config, workdir, parts, plan, mesh, checkpointer, *, step="newest"):
+def restore_or_init(config, workdir, parts, plan, mesh, checkpointer, *, step="newest",
+                    init=None):
     """(state, data iterator, train seconds so far) to train from: the newest intact
     checkpoint's (or that of `step`, an int; None: start afresh), else fresh ones (with
-    `model.init_checkpoint` loaded). Writes config.json for a fresh run, `config.<step>.json`
-    for a resume whose config changed, and the launch record (`ltx.provenance`)."""
+    `model.init_checkpoint` loaded; `init` as in `initial_state`). Writes config.json for a
+    fresh run, `config.<step>.json` for a resume whose config changed, and the launch record
+    (`ltx.provenance`)."""
     latest = checkpointer.latest_step() if step == "newest" else step
-    state = initial_state(config, parts, plan, mesh, pretrained=latest is None)
+    state = initial_state(config, parts, plan, mesh, pretrained=latest is None, init=init)
     iterator = pipeline.train_iterator(train_data(config, parts.dataset, plan.epochs),
                                        num_workers=config.data.num_workers)
     seconds = 0.0

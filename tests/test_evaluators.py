@@ -11,7 +11,7 @@ from ltx import config_check, evaluators, methods, report, workdirs
 @pytest.mark.slow
 def test_the_default_evals_of_a_gla_ensemble_and_the_report_order(tiny_workdir):
     evaluated = report.evaluate_workdir(tiny_workdir, pictures=False)
-    # BalPoE's three gLA experts: its home's 'expert_priors' applies; it has no 'method' numbers.
+    # BalPoE's three gLA experts: its home's 'expert_priors' applies; RIDE's 'routing' does not.
     assert evaluated["meta"]["evals"] == ["uniform", "shifted", "expert_priors"]
     assert list(evaluated)[1:] == ["uniform", "per_class", "distributions", "expert_priors"]
     markdown = report.format_markdown(evaluated)
@@ -47,10 +47,10 @@ def test_an_evaluator_registered_from_outside_runs_with_its_settings(tiny_workdi
 
 @pytest.mark.slow
 def test_asking_for_one_that_does_not_apply_or_does_not_exist_is_refused(tiny_workdir):
-    with pytest.raises(ValueError, match="evaluator 'method' does not apply: method 'balpoe' "
-                                         "has no evaluators of its own"):
+    with pytest.raises(ValueError, match="evaluator 'routing' does not apply: method 'balpoe' "
+                                         "has no expert-assignment router"):
         report.evaluate_workdir(tiny_workdir, pictures=False,
-                                evals={"method": {}, "uniform": {}})
+                                evals={"routing": {}, "uniform": {}})
     with pytest.raises(ValueError, match=r"unknown evaluator 'nope'; expected one of \["):
         report.resolve_evals(workdirs.load_config(tiny_workdir), {"nope": {}})
     with pytest.raises(ValueError, match=r"evals.shifted.max_per_class=0"):
@@ -100,3 +100,37 @@ def test_the_periodic_evaluation_equals_the_post_hoc_one_of_the_same_checkpoint(
         assert final[key] == pytest.approx(evaluated["uniform"]["ensemble"][key], rel=1e-6,
                                            abs=1e-9), key
     assert periodic[0]["val/nll"] != pytest.approx(final["val_nll"])  # Two checkpoints.
+
+
+@pytest.mark.slow
+def test_an_evaluator_with_metrics_runs_in_training_and_in_ltx_eval(tmp_path):
+    """An evaluator registered from outside the package (this file is all it takes) with
+    `metrics` and named in the config: its numbers join training's periodic and final metrics
+    and ltx-eval's report, and the two agree."""
+    import json
+
+    from ltx import trainer
+
+    def wrong(outputs, labels, dataset, config, weight=1.0):
+        mean = np.asarray(outputs.logits).mean(0)
+        return {"wrong_weighted": weight * float(np.sum(mean.argmax(-1) != labels))}
+
+    methods.register_evaluator("wrong", evaluators.Evaluator(metrics=wrong, order=5))
+    workdir = tmp_path / "run"
+    try:
+        config = tiny_config(epochs=2)
+        with config.unlocked():
+            config.evals.wrong = {"weight": 2.0}
+            config.eval.every_epochs = 1
+        trainer.train_and_evaluate(config, str(workdir))
+        evaluated = report.evaluate_workdir(str(workdir), pictures=False)
+    finally:
+        methods._EXTRA_EVALUATORS.pop("wrong")
+    periodic = [json.loads(line) for line in open(workdir / "metrics.jsonl")
+                if '"val/wrong_weighted"' in line]
+    assert len(periodic) == 1 and periodic[0]["val/wrong_weighted"] % 2 == 0
+    final = json.load(open(workdir / "final_metrics.json"))
+    outputs, _, labels = workdirs.final_predictor(str(workdir)).predict("test")
+    expected = 2.0 * np.sum(np.asarray(outputs.logits).mean(0).argmax(-1) != labels)
+    assert final["wrong_weighted"] == evaluated["wrong"]["wrong_weighted"] == expected
+    assert evaluated["meta"]["evals"][:2] == ["uniform", "wrong"]

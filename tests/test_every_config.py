@@ -380,7 +380,7 @@ def test_tiny_trains_to_its_final_metrics(path, tmp_path, request):
 def _check_digits_workdir(name, workdir, final, config):
     evaluated = check_finished_workdir(workdir, final, config.method.name)
     if name == "digits_lt_ride":  # The router cascade, with its experts per image.
-        assert evaluated["method"]["avg_experts"] == pytest.approx(final["avg_experts"])
+        assert evaluated["routing"]["avg_experts"] == pytest.approx(final["avg_experts"])
     if name == "digits_lt_cbe":  # The fused experts: every fusion reported, as the run printed.
         with open(os.path.join(workdir, "fusion.json")) as f:
             printed = json.load(f)

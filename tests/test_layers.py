@@ -16,7 +16,7 @@ PACKAGE = os.path.join(ROOT, "ltx")
 LAYERS = (
     ("ltx.outputs", "ltx.data", "ltx.models", "ltx.losses", "ltx.metrics", "ltx.optim",
      "ltx.checkpointing", "ltx.metric_writers", "ltx.plots", "ltx.config_lib", "ltx.convert",
-     "ltx.faults", "ltx.provenance", "ltx.files", "ltx.compile_cache"),
+     "ltx.faults", "ltx.provenance", "ltx.files", "ltx.compile_cache", "ltx.host_memory"),
     ("ltx.fusion", "ltx.evaluation", "ltx.evaluators"),
     ("ltx.methods",),
     ("ltx.config_check",),

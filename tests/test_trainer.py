@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import types
 
 import jax
@@ -359,3 +360,32 @@ def test_a_second_identical_run_compiles_nothing_new(tmp_path):
             first = entries
             assert first, "nothing was cached"
     assert entries == first
+
+
+def test_the_loop_runs_the_programs_compiled_ahead(tmp_path):
+    """The train and eval steps are traced once each, by `steps.compile_ahead`'s threads while
+    the state initialises; the loop's first step and the evaluations reuse those programs."""
+    traced = []
+
+    def listen(event, duration, **kwargs):
+        if event == "/jax/core/compile/jaxpr_trace_duration":
+            traced.append((kwargs.get("fun_name"), threading.current_thread().name))
+
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+        trainer.train_and_evaluate(tiny_config(epochs=1), str(tmp_path / "run"))
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listen)
+    steps_traced = [thread for name, thread in traced if name == "step_fn"]
+    assert len(steps_traced) == 2, traced  # The train step and the eval step.
+    assert all(thread.startswith("ltx-compile") for thread in steps_traced), traced
+
+
+def test_keep_freed_buffers_is_off_when_the_environment_says_so(monkeypatch):
+    from ltx import host_memory
+    monkeypatch.setenv(host_memory.ENV, "0")
+    assert host_memory.keep_freed_buffers() is False
+    monkeypatch.delenv(host_memory.ENV)
+    import platform
+    if platform.libc_ver()[0] == "glibc":
+        assert host_memory.keep_freed_buffers() is True

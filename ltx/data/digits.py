@@ -53,6 +53,19 @@ def _load_digits() -> tuple[np.ndarray, np.ndarray]:
     return images, labels.astype(np.int64)
 
 
+def _held_out(labels: np.ndarray, test_per_class: int, val_per_class: int, seed: int):
+    """([test indices], [val indices], [training pool indices]), one array per class: each
+    class's images in a random order (`seed`), the first ones held out."""
+    rng = np.random.RandomState(seed)
+    test_idx, val_idx, pool_idx = [], [], []
+    for cls in range(NUM_CLASSES):
+        members = rng.permutation(np.where(labels == cls)[0])
+        test_idx.append(members[:test_per_class])
+        val_idx.append(members[test_per_class:test_per_class + val_per_class])
+        pool_idx.append(members[test_per_class + val_per_class:])
+    return test_idx, val_idx, pool_idx
+
+
 def digits_lt(
     imbalance_ratio: float = 10.0,
     *,
@@ -74,13 +87,7 @@ def digits_lt(
       subset_seed: seed of the long-tailed selection (the reference's `rand_number`).
     """
     images, labels = _load_digits()
-    rng = np.random.RandomState(split_seed)
-    test_idx, val_idx, pool_idx = [], [], []
-    for cls in range(NUM_CLASSES):
-        members = rng.permutation(np.where(labels == cls)[0])
-        test_idx.append(members[:test_per_class])
-        val_idx.append(members[test_per_class:test_per_class + val_per_class])
-        pool_idx.append(members[test_per_class + val_per_class:])
+    test_idx, val_idx, pool_idx = _held_out(labels, test_per_class, val_per_class, split_seed)
     pool = np.concatenate(pool_idx)
     smallest_pool = min(len(p) for p in pool_idx)
     if max_per_class is None:

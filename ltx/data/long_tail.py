@@ -154,20 +154,8 @@ def checked_subset(available, counts, *, imbalance_ratio: float, profile: str = 
             "would have none either; add training images of those classes")
     empty = np.flatnonzero(counts == 0)
     if empty.size:
-        head = int(counts.max())
-        imbalanced = head == available.min() < available.max()
-        feasible = long_tail_counts(head, len(counts), head, profile).min() >= 1
-        limit = f"at most {head}" if feasible else f"below {head}"
-        why = (f"its head class keeps {head} images (the smallest class's count: the "
-               f"convention is made for a balanced set), so every class keeps one only with a "
-               f"ratio {limit}" if imbalanced else
-               f"its head class keeps {head} images, so every class keeps one only with a "
-               f"ratio {limit}")
-        raise ValueError(
-            f"the long-tailed subset of {source} ({setting}) leaves {named(empty)} with no "
-            f"training image: {why}. Lower {RATIO_SETTING} (ir=)"
-            + (", or, if the training set is long-tailed already, train on it as it is with "
-               "ir=1" if imbalanced else ""))
+        raise ValueError(f"the long-tailed subset of {source} ({setting}) leaves {named(empty)} "
+                         f"with no training image: {_why_empty(available, counts, profile)}")
     kept, total = int(counts.sum()), int(available.sum())
     # A balanced set of the same size loses only what the ratio asks for; this one loses more by
     # the factor mean / smallest class, since the profile starts from the smallest class.
@@ -179,6 +167,23 @@ def checked_subset(available, counts, *, imbalance_ratio: float, profile: str = 
                 f"training set is long-tailed already, train on it as it is with ir=1 "
                 f"({RATIO_SETTING}=1)")
     return None
+
+
+def _why_empty(available: np.ndarray, counts: np.ndarray, profile: str) -> str:
+    """Why a subset with `counts` [C] of a set with `available` [C] has an empty class, and
+    what to change."""
+    head = int(counts.max())
+    imbalanced = head == available.min() < available.max()
+    feasible = long_tail_counts(head, len(counts), head, profile).min() >= 1
+    limit = f"at most {head}" if feasible else f"below {head}"
+    why = (f"its head class keeps {head} images (the smallest class's count: the convention "
+           f"is made for a balanced set), so every class keeps one only with a ratio {limit}"
+           if imbalanced else
+           f"its head class keeps {head} images, so every class keeps one only with a ratio "
+           f"{limit}")
+    return (f"{why}. Lower {RATIO_SETTING} (ir=)"
+            + (", or, if the training set is long-tailed already, train on it as it is with "
+               "ir=1" if imbalanced else ""))
 
 
 def warn(message: str | None) -> None:

@@ -78,6 +78,7 @@ _EXTRA: dict[str, tuple[types.ModuleType | object, Callable]] = {}
 _EVALUATORS: dict[str, str] = {
     "expert_priors": "balpoe:EXPERT_PRIORS",
     "test_time_aggregation": "sade.test_time:EVALUATOR",
+    "routing": "ride:ROUTING",
 }
 _EXTRA_EVALUATORS: dict[str, object] = {}
 
@@ -196,3 +197,32 @@ def evaluator(name: str):
     if name in evaluators.BUILTIN:
         return evaluators.BUILTIN[name]
     raise ValueError(f"unknown evaluator {name!r}; expected one of {evaluator_names()}")
+
+
+# What config.json files written before RIDE's numbers became the 'routing' evaluator name.
+_RENAMED_EVALUATORS = {"method": "routing"}
+
+
+def configured_evaluators(config) -> dict[str, dict]:
+    """{name: settings} of `config.evals`, in order (a config written before evaluators were
+    named in configs gets the defaults of `config_lib.base_config`)."""
+    from ltx import config_lib
+    evals = config.get("evals") or config_lib.base_config().evals
+    return {_RENAMED_EVALUATORS.get(name, name):
+            dict(settings.to_dict() if hasattr(settings, "to_dict") else settings or {})
+            for name, settings in evals.items()}
+
+
+def applicable_evaluators(method: Method, named: dict[str, dict], asked=frozenset()) -> dict:
+    """{name: (evaluator, settings)} of the `named` evaluators that apply to `method`, in their
+    report order; one that does not apply is skipped, or raises ValueError if `asked` names it."""
+    chosen = {}
+    for name, settings in sorted(named.items(),
+                                 key=lambda item: (evaluator(item[0]).order, item[0])):
+        found = evaluator(name)
+        reason = found.check(method) if found.check is not None else None
+        if reason and name in asked:
+            raise ValueError(f"evaluator {name!r} does not apply: {reason}")
+        if not reason:
+            chosen[name] = (found, settings)
+    return chosen

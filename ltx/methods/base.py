@@ -2,8 +2,9 @@
 
 A method is built from `config.method` and the training class counts (`ltx.methods.build`) and
 hands the trainer, the stages, evaluation, prediction and the stats tool a `Method`: pure
-functions of the model's `Outputs`, the wrapper it puts around the shared trunk, its optimizer
-rules and its extra evaluators. Nothing outside a method's home knows which method it is.
+functions of the model's `Outputs`, the wrapper it puts around the shared trunk and its
+optimizer rules (its own report parts are evaluators its home registers, `ltx.evaluators`).
+Nothing outside a method's home knows which method it is.
 """
 
 from __future__ import annotations
@@ -65,8 +66,6 @@ def lambda_prior_correction(class_counts, mean_lambda: float):
                                                   mean_lambda=mean_lambda)
 
 
-Evaluator = Callable[..., dict]
-
 
 @dataclasses.dataclass(frozen=True)
 class Method:
@@ -99,8 +98,6 @@ class Method:
       needs_teacher: the loss reads `outputs.teacher_logits`.
       expert_lambdas: [E] the experts' logit-adjustment lambdas when they are gLA experts
         (BalPoE, CE, LA): evaluation then estimates each expert's learned prior. None: unknown.
-      evaluators: extra numbers of an evaluation, each `(outputs: Outputs of host arrays,
-        labels [N], dataset, config) -> dict[str, float]` (RIDE: experts per image and GFLOPs).
       update_constraint: `(steps_per_epoch: float) -> optax.GradientTransformation`, chained
         last onto the optimizer of the trainable parameters (after weight decay, SGD and the
         learning-rate rules; it sees the parameters): a constraint the method keeps the
@@ -121,17 +118,9 @@ class Method:
     expert_lr_scales: tuple[float, ...] | None = None
     needs_teacher: bool = False
     expert_lambdas: tuple[float, ...] | None = None
-    evaluators: tuple[Evaluator, ...] = ()
     update_constraint: Callable[[float], Any] | None = None
     reinit: str | None = None
 
     def model(self, trunk):
         """The model this method trains, built on `trunk` (see `wrap_model`)."""
         return trunk if self.wrap_model is None else self.wrap_model(trunk)
-
-    def evaluate(self, outputs: Outputs, labels, dataset, config) -> dict[str, float]:
-        """Every evaluator's numbers, merged."""
-        result: dict[str, float] = {}
-        for evaluator in self.evaluators:
-            result.update(evaluator(outputs, labels, dataset, config))
-        return result

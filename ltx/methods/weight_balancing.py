@@ -148,6 +148,17 @@ class MaxNormState(NamedTuple):
     radii: Any
 
 
+def _check_max_norm(thresh, every, steps_per_epoch) -> None:
+    if isinstance(thresh, bool) or not isinstance(thresh, (int, float)) or not (
+            math.isfinite(thresh) and thresh >= 0):
+        raise ValueError(f"MaxNorm thresh={thresh!r}; expected a finite number >= 0 (0: the "
+                         "smallest class norm of the stage-1 classifier is every class's cap)")
+    if every not in MAX_NORM_EVERY:
+        raise ValueError(f"MaxNorm every={every!r}; expected one of {MAX_NORM_EVERY}")
+    if not steps_per_epoch > 0:
+        raise ValueError(f"MaxNorm steps_per_epoch={steps_per_epoch!r}; expected > 0")
+
+
 def max_norm(thresh: float, *, every: str = "epoch", steps_per_epoch: float = 1.0,
              pattern: str = KERNEL_PATTERN) -> optax.GradientTransformation:
     """MaxNorm as an optax transformation (weight balancing's `MaxNorm_via_PGD`).
@@ -160,14 +171,7 @@ def max_norm(thresh: float, *, every: str = "epoch", steps_per_epoch: float = 1.
     floor(s / spe), spe = `steps_per_epoch`), as the official loop does after each epoch;
     `every='step'` projects after every step.
     """
-    if isinstance(thresh, bool) or not isinstance(thresh, (int, float)) or not (
-            math.isfinite(thresh) and thresh >= 0):
-        raise ValueError(f"MaxNorm thresh={thresh!r}; expected a finite number >= 0 (0: the "
-                         "smallest class norm of the stage-1 classifier is every class's cap)")
-    if every not in MAX_NORM_EVERY:
-        raise ValueError(f"MaxNorm every={every!r}; expected one of {MAX_NORM_EVERY}")
-    if not steps_per_epoch > 0:
-        raise ValueError(f"MaxNorm steps_per_epoch={steps_per_epoch!r}; expected > 0")
+    _check_max_norm(thresh, every, steps_per_epoch)
 
     def matching(tree):
         return [(optim.parameter_path(path), leaf)
@@ -188,12 +192,8 @@ def max_norm(thresh: float, *, every: str = "epoch", steps_per_epoch: float = 1.
         if params is None:
             raise ValueError("MaxNorm needs the parameters (optax's update(..., params))")
         step = state.count
-        if every == "step":
-            project = jnp.bool_(True)
-        else:
-            project = (jnp.floor((step + 1) / steps_per_epoch)
-                       > jnp.floor(step / steps_per_epoch))
-
+        project = jnp.bool_(True) if every == "step" else (
+            jnp.floor((step + 1) / steps_per_epoch) > jnp.floor(step / steps_per_epoch))
         index = {name: i for i, (name, _) in enumerate(matching(params))}
         if len(index) != len(state.radii):
             raise ValueError(f"MaxNorm state holds {len(state.radii)} radii but the parameters "

@@ -37,7 +37,7 @@ import functools
 import jax.numpy as jnp
 import numpy as np
 
-from ltx import losses, models
+from ltx import evaluators, losses, models
 from ltx.data import shots
 from ltx.methods import base
 from ltx.methods.ride.cascade import ride_cascade
@@ -92,26 +92,39 @@ def expert_flops(model_config, num_classes: int, image_shape) -> tuple[float, fl
     return counts[0] - branch, branch
 
 
-def routing_report(threshold: float):
-    """The cascade's evaluator: experts per image and the GFLOPs they imply, overall and per
-    shot group (`(outputs, labels, dataset, config) -> dict`)."""
-    def report(outputs, labels, dataset, config):
-        _, used = ride_cascade(jnp.asarray(outputs.logits), jnp.asarray(outputs.router.T),
-                               threshold)
-        used = np.asarray(used, np.float64)
-        trunk, branch = expert_flops(config.model, dataset.num_classes, dataset.image_shape)
-        groups = shots.shot_groups(dataset.class_counts, config.eval.shot_convention)[labels]
-        result = {"avg_experts": float(used.mean()),
-                  "gflops_per_image": trunk + branch * float(used.mean())}
-        for k in range(1, outputs.logits.shape[0] + 1):
-            result[f"frac_experts_{k}"] = float(np.mean(used == k))
-        for g, name in enumerate(shots.GROUP_NAMES):
-            if np.any(groups == g):
-                avg = float(used[groups == g].mean())
-                result[f"avg_experts_{name}"] = avg
-                result[f"gflops_per_image_{name}"] = trunk + branch * avg
-        return result
-    return report
+def routing_numbers(outputs, labels, dataset, config) -> dict[str, float]:
+    """The cascade's experts per image and the GFLOPs they imply, overall and per shot group,
+    of one split: `outputs` (host `Outputs`: expert logits [E, N, C], router [N, E]), labels
+    [N]. The 'routing' evaluator's numbers: training logs them with its periodic and final
+    metrics, and `ltx-eval` reports them."""
+    _, used = ride_cascade(jnp.asarray(outputs.logits), jnp.asarray(outputs.router.T),
+                           float(config.method.router_threshold))
+    used = np.asarray(used, np.float64)
+    trunk, branch = expert_flops(config.model, dataset.num_classes, dataset.image_shape)
+    groups = shots.shot_groups(dataset.class_counts, config.eval.shot_convention)[labels]
+    result = {"avg_experts": float(used.mean()),
+              "gflops_per_image": trunk + branch * float(used.mean())}
+    for k in range(1, outputs.logits.shape[0] + 1):
+        result[f"frac_experts_{k}"] = float(np.mean(used == k))
+    for g, name in enumerate(shots.GROUP_NAMES):
+        if np.any(groups == g):
+            avg = float(used[groups == g].mean())
+            result[f"avg_experts_{name}"] = avg
+            result[f"gflops_per_image_{name}"] = trunk + branch * avg
+    return result
+
+
+def _routing_markdown(report: dict) -> list[str]:
+    return (["## Expert-assignment router: experts per image", "", "| quantity | value |",
+             "|---|---|"] + [f"| {k} | {v} |" for k, v in report["routing"].items()])
+
+
+# config.evals.routing: registered in `ltx.methods` as 'routing'; applies to a model with the
+# cascade router (stage 2 and what follows it).
+ROUTING = evaluators.Evaluator(
+    metrics=routing_numbers, markdown=_routing_markdown, order=30,
+    check=lambda method: None if method.model_additions.get("router") == "cascade" else
+    f"method {method.name!r} has no expert-assignment router (RIDE's stage 2)")
 
 
 def _router_stage(cfg) -> dict:
@@ -129,8 +142,7 @@ def _router_stage(cfg) -> dict:
         wrap_model=functools.partial(CascadeRoutedModel, hidden=hidden, top_k=top_k),
         model_additions=dict(router="cascade", router_hidden=hidden, router_top_k=top_k,
                              frozen_backbone=True),
-        trainable=r"^router/",
-        evaluators=(routing_report(threshold),))
+        trainable=r"^router/")
 
 
 def build(method_config, class_counts) -> dict:
