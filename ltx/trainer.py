@@ -275,6 +275,7 @@ class Programs:
 
 
 def build_programs(config, parts, plan, mesh, teacher) -> Programs:
+    """The run's `Programs` (built, not yet compiled; `compile_ahead` compiles them)."""
     feed, batch_augment = make_feed(config, parts.dataset, mesh)
     train_step = steps.make_train_step(
         parts.model, parts.method, plan.tx, plan.learning_rate, mesh,
@@ -295,7 +296,9 @@ def compile_ahead(config, parts, plan, run: Programs):
     (`steps.compile_ahead`).
 
     The state's shapes come from tracing `init`, the batches' from the first training batch
-    and the first evaluation batch."""
+    and the first evaluation batch. Those two batches are prepared here once more than the
+    loop needs them (for a host-augmented pipeline, one batch of decoding and augmentation),
+    while the threads compile."""
     state = jax.eval_shape(run.init, parts_lib.init_key(config))
     batch = run.feed(train_data(config, parts.dataset, plan.epochs)[0])
     return steps.compile_ahead([

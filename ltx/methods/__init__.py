@@ -199,7 +199,8 @@ def evaluator(name: str):
     raise ValueError(f"unknown evaluator {name!r}; expected one of {evaluator_names()}")
 
 
-# What config.json files written before RIDE's numbers became the 'routing' evaluator name.
+# Old evaluator names -> new: a config.json written before RIDE's numbers became the 'routing'
+# evaluator names them 'method'.
 _RENAMED_EVALUATORS = {"method": "routing"}
 
 
@@ -216,13 +217,12 @@ def configured_evaluators(config) -> dict[str, dict]:
 def applicable_evaluators(method: Method, named: dict[str, dict], asked=frozenset()) -> dict:
     """{name: (evaluator, settings)} of the `named` evaluators that apply to `method`, in their
     report order; one that does not apply is skipped, or raises ValueError if `asked` names it."""
+    found = {name: evaluator(name) for name in named}
     chosen = {}
-    for name, settings in sorted(named.items(),
-                                 key=lambda item: (evaluator(item[0]).order, item[0])):
-        found = evaluator(name)
-        reason = found.check(method) if found.check is not None else None
+    for name in sorted(named, key=lambda name: (found[name].order, name)):
+        reason = found[name].check(method) if found[name].check is not None else None
         if reason and name in asked:
             raise ValueError(f"evaluator {name!r} does not apply: {reason}")
         if not reason:
-            chosen[name] = (found, settings)
+            chosen[name] = (found[name], named[name])
     return chosen

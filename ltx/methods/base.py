@@ -66,7 +66,6 @@ def lambda_prior_correction(class_counts, mean_lambda: float):
                                                   mean_lambda=mean_lambda)
 
 
-
 @dataclasses.dataclass(frozen=True)
 class Method:
     """What the trainer, the stages, evaluation and prediction see of a method.
