@@ -208,6 +208,7 @@ def _add_eval_defaults(c: ml_collections.ConfigDict) -> None:
                                                  "factors": (2, 5, 10, 25, 50)})
     c.evals.expert_priors = ml_collections.ConfigDict()
     c.evals.routing = ml_collections.ConfigDict()
+    c.evals.fusions = ml_collections.ConfigDict()
 
     c.eval = ml_collections.ConfigDict()
     c.eval.every_epochs = 20  # 0: only at the end.

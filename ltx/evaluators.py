@@ -9,10 +9,12 @@ configured ones plus any named on the command line (`--evals=name[,name]`).
     config.evals.shifted = {'max_per_class': 100, 'factors': (2, 5, 10, 25, 50)}
     config.evals.expert_priors = {}               # gLA experts' learned priors (ltx.methods.balpoe)
     config.evals.routing = {}                     # experts per image (ltx.methods.ride)
+    config.evals.fusions = {}                     # every fusion (ltx.methods.cbe)
 
 Built in here: 'uniform' and 'shifted'. A method home registers the evaluators only it knows
 (`ltx.methods.evaluator` finds them by name: 'expert_priors' in `ltx.methods.balpoe`, 'routing'
-in `ltx.methods.ride`, 'test_time_aggregation' in `ltx.methods.sade.test_time`); user code adds
+in `ltx.methods.ride`, 'test_time_aggregation' in `ltx.methods.sade.test_time`, 'fusions' in
+`ltx.methods.cbe`); user code adds
 its own with `ltx.methods.register_evaluator`. An evaluator's `metrics` (numbers of one split)
 also run in training's periodic and final evaluations. An evaluator named in a config that does
 not apply to the method (`Evaluator.check` gives the reason) is skipped; one asked for on the
@@ -48,6 +50,9 @@ class Context:
       predict_images: `fn(float [n, H, W, C] normalised) -> (expert logits [E, n, C], logits)`.
       report: the sections the evaluators before this one returned (and 'meta').
       settings: {evaluator name: its settings} of every evaluator of this evaluation.
+      predictor: the evaluated predictor (`ltx.predictor.Predictor`'s interface), for an
+        evaluator that needs more than predictions (the fused class-balanced experts' 'fusions'
+        reads their stage models through it).
     """
 
     config: Any
@@ -62,6 +67,7 @@ class Context:
     predict_images: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
     report: dict[str, Any] = dataclasses.field(default_factory=dict)
     settings: dict[str, dict] = dataclasses.field(default_factory=dict)
+    predictor: Any = None
 
     @property
     def expert_logits(self) -> np.ndarray:

@@ -169,7 +169,3 @@ class Predictor:
                                                 **settings))
         return report
 
-    def extra_reports(self) -> dict[str, Any]:
-        """Method-specific sections for the evaluation report (none for a plain run)."""
-        return {}
-

@@ -22,12 +22,11 @@ those expert logits:
   (`top1_samples`), as in the references' tables.
 
 Each part is an evaluator (`ltx.evaluators`) named in the run's `config.evals` ('uniform',
-'shifted', 'expert_priors', 'method' by default) or on the command line (`--evals=...`); a
-method's home registers the ones only it knows. It writes `<workdir>/eval/report.json` (all
-numbers; NaN, e.g. a shot group with no class in a subset, becomes null), `<workdir>/eval/report.md`
-(Markdown tables) and the pictures of `ltx.plots`; a predictor's `extra_reports` add more (the
-fused experts' every fusion); a method without a test-prior correction gets the plain numbers
-only.
+'shifted', 'expert_priors', 'routing', 'fusions' by default; those that do not apply to the
+method are skipped) or on the command line (`--evals=...`); a method's home registers the ones
+only it knows. It writes `<workdir>/eval/report.json` (all numbers; NaN, e.g. a shot group with
+no class in a subset, becomes null), `<workdir>/eval/report.md` (Markdown tables) and the
+pictures of `ltx.plots`; a method without a test-prior correction gets the plain numbers only.
 """
 
 from __future__ import annotations
@@ -97,8 +96,8 @@ def evaluate_workdir(workdir: str, *, shot_convention: str | None = None,
     Returns:
       The dict written to report.json: 'meta' and each evaluator's sections ('uniform'
       {'ensemble', 'experts'}, 'per_class', 'distributions' {name: {'num_images',
-      'class_counts', 'plain', 'corrected'}}, 'expert_priors', 'method', 'test_time', ...), and
-      the predictor's extra sections.
+      'class_counts', 'plain', 'corrected'}}, 'expert_priors', 'routing', 'test_time',
+      'fusions', ...).
     """
     if shot_convention is not None and shot_convention not in shots.SHOT_CONVENTIONS:
         raise ValueError(f"unknown shot convention {shot_convention!r}; expected one of "
@@ -117,14 +116,13 @@ def evaluate_workdir(workdir: str, *, shot_convention: str | None = None,
         config=cfg, dataset=predictor.dataset, method=predictor.method, outputs=outputs,
         logits=logits, labels=labels, convention=convention, num_bins=num_bins,
         predict=predictor.predict, predict_images=predictor.predict_images, report=report,
-        settings={name: settings for name, (_, settings) in chosen.items()})
+        settings={name: settings for name, (_, settings) in chosen.items()}, predictor=predictor)
     for name, (evaluator, settings) in chosen.items():
         for key, value in evaluator.sections(name, context, **settings).items():
             if key == "meta":
                 report["meta"].update(value)
             else:
                 report[key] = value
-    report.update(predictor.extra_reports())
     return _write(workdir, report, context, pictures=pictures, verbose=verbose)
 
 
@@ -209,12 +207,4 @@ def format_markdown(report: dict) -> str:
         evaluator = methods.evaluator(name)
         if evaluator.markdown is not None:
             lines += [""] + evaluator.markdown(report)
-    if "fusions" in report:
-        lines += ["", f"## Every fusion (the prediction is `{report['fusion']}`; stacking and "
-                  f"joint calibration fitted on {report['fit_split']})"]
-        for split, rows in report["fusions"].items():
-            lines += ["", f"### {split}", "",
-                      "| fusion | top-1 all | many | medium | few | NLL | ECE | MCE | Brier |",
-                      "|---|---|---|---|---|---|---|---|---|"]
-            lines += [evaluators.row(name, r) for name, r in rows.items()]
     return "\n".join(lines) + "\n"

@@ -51,11 +51,25 @@ def test_asking_for_one_that_does_not_apply_or_does_not_exist_is_refused(tiny_wo
                                          "has no expert-assignment router"):
         report.evaluate_workdir(tiny_workdir, pictures=False,
                                 evals={"routing": {}, "uniform": {}})
+    with pytest.raises(ValueError, match="evaluator 'fusions' does not apply: method 'balpoe' "
+                                         "is not the fused class-balanced experts"):
+        report.evaluate_workdir(tiny_workdir, pictures=False, evals={"fusions": {}})
     with pytest.raises(ValueError, match=r"unknown evaluator 'nope'; expected one of \["):
         report.resolve_evals(workdirs.load_config(tiny_workdir), {"nope": {}})
     with pytest.raises(ValueError, match=r"evals.shifted.max_per_class=0"):
         report.resolve_evals(workdirs.load_config(tiny_workdir), {"shifted": {
             "max_per_class": 0}})
+
+
+def test_a_config_json_of_an_older_version_names_the_evaluators_of_this_one():
+    # Before stop 38 RIDE's numbers were the 'method' evaluator, and the fused experts' tables
+    # were in every report without a name.
+    config = tiny_config("digits_lt_balpoe")
+    config.evals = {"uniform": {}, "method": {}}
+    assert methods.configured_evaluators(config) == {"uniform": {}, "routing": {},
+                                                     "fusions": {}}
+    assert sorted(methods.configured_evaluators(tiny_config("digits_lt_balpoe"))) == [
+        "expert_priors", "fusions", "routing", "shifted", "uniform"]
 
 
 def test_config_check_names_bad_evals():

@@ -390,6 +390,7 @@ def _check_digits_workdir(name, workdir, final, config):
                     assert evaluated["fusions"][split][fusion][key] == pytest.approx(
                         value, abs=1e-4), (split, fusion, key)
         assert evaluated["meta"]["prior_correction"] is False
+        assert evaluated["meta"]["evals"][-1] == "fusions"  # The cbe home's evaluator.
     if name in ("digits_lt_ce", "digits_lt_la"):  # Named as the literature names them.
         assert final["method"] == name.split("_")[-1]
 

@@ -79,6 +79,7 @@ _EVALUATORS: dict[str, str] = {
     "expert_priors": "balpoe:EXPERT_PRIORS",
     "test_time_aggregation": "sade.test_time:EVALUATOR",
     "routing": "ride:ROUTING",
+    "fusions": "cbe:FUSION_TABLES",
 }
 _EXTRA_EVALUATORS: dict[str, object] = {}
 
@@ -202,6 +203,10 @@ def evaluator(name: str):
 # Old evaluator names -> new: a config.json written before RIDE's numbers became the 'routing'
 # evaluator names them 'method'.
 _RENAMED_EVALUATORS = {"method": "routing"}
+# Evaluators whose sections every report had before they were named in configs: a config.json
+# written before then does not name them. ('fusions' applies only to fused class-balanced
+# experts, so it changes no other method's report.)
+_ALWAYS_REPORTED = ("fusions",)
 
 
 def configured_evaluators(config) -> dict[str, dict]:
@@ -209,9 +214,10 @@ def configured_evaluators(config) -> dict[str, dict]:
     named in configs gets the defaults of `config_lib.base_config`)."""
     from ltx import config_lib
     evals = config.get("evals") or config_lib.base_config().evals
-    return {_RENAMED_EVALUATORS.get(name, name):
-            dict(settings.to_dict() if hasattr(settings, "to_dict") else settings or {})
-            for name, settings in evals.items()}
+    named = {_RENAMED_EVALUATORS.get(name, name):
+             dict(settings.to_dict() if hasattr(settings, "to_dict") else settings or {})
+             for name, settings in evals.items()}
+    return {**named, **{name: {} for name in _ALWAYS_REPORTED if name not in named}}
 
 
 def applicable_evaluators(method: Method, named: dict[str, dict], asked=frozenset()) -> dict:

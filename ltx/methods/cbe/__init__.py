@@ -62,6 +62,7 @@ from ltx.data import shots
 from ltx.methods import base
 from ltx.methods.cbe import data as expert_data
 from ltx.methods.cbe import finish
+from ltx.methods.cbe.finish import FUSION_TABLES  # noqa: F401  The 'fusions' evaluator.
 from ltx.methods.cbe.fusion import FUSIONS, LOG_ZERO, REJECT_ONLY_FUSIONS  # noqa: F401
 from ltx.methods.cbe.loss import outlier_exposure_loss
 

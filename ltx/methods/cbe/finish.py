@@ -1,6 +1,7 @@
 """The class-balanced experts' last step: fuse the trained experts (`fuse_stages`, the
-`cbe_fusion` finish step) and predict with the fused model (`FusedPredictor`, what `ltx-eval` and
-`ltx-predict` use on a finished workdir).
+`cbe_fusion` finish step), predict with the fused model (`FusedPredictor`, what `ltx-eval` and
+`ltx-predict` use on a finished workdir) and report every fusion (`FUSION_TABLES`, the 'fusions'
+evaluator of `ltx-eval`).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from ltx import evaluation, files
+from ltx import evaluation, evaluators, files
 from ltx.methods import base as base_method
 from ltx.methods.cbe import data as expert_data
 from ltx.methods.cbe import fusion
@@ -250,7 +251,9 @@ def fuse_stages(config, workdir: str, runs: dict) -> dict[str, Any]:
     return final
 
 
-def _not_trainable(outputs, labels, epoch):
+def not_trainable(outputs, labels, epoch):
+    """The loss of the fused experts' `Method` (`FusedPredictor.method`): they are not trained
+    as one model. The 'fusions' evaluator knows the fused experts by it."""
     raise ValueError("the fused class-balanced experts are not trained as one model; train "
                      "their stages")
 
@@ -276,7 +279,7 @@ class FusedPredictor:
         self.dataset = base.dataset
         names = self._setup["names"]
         self.method = base_method.Method(name=config.method.name, num_experts=len(names),
-                                         loss=_not_trainable)
+                                         loss=not_trainable)
         self.step = sum(runs[n].step for n in ("baseline",) + names)
         self.models = [(n, runs[n].model) for n in names]
         self._fitted = None
@@ -333,9 +336,33 @@ class FusedPredictor:
     def correct_prior(self, logits, prior):
         raise ValueError("the fused class-balanced experts have no test-prior correction")
 
-    def extra_reports(self) -> dict[str, Any]:
-        """{'fusions': {split: {fusion: metrics}}, 'fit_split'}: every fusion, the oracle and
-        the baseline, as `fusion.json`."""
+    def fusion_tables(self) -> dict[str, Any]:
+        """{'fusions': {split: {fusion: metrics}}, 'fusion': the prediction's, 'fit_split'}:
+        every fusion, the oracle and the baseline, as in `fusion.json`."""
         reports, fit_split = _all_reports(self._top_config, self._runs, self._setup)
         return {"fusions": _tables(reports), "fusion": self._setup["fusion"],
                 "fit_split": fit_split}
+
+
+# -- the 'fusions' evaluator ------------------------------------------------------------------
+
+def _fusions_markdown(report: dict) -> list[str]:
+    lines = [f"## Every fusion (the prediction is `{report['fusion']}`; stacking and joint "
+             f"calibration fitted on {report['fit_split']})"]
+    for split, rows in report["fusions"].items():
+        lines += ["", f"### {split}", "",
+                  "| fusion | top-1 all | many | medium | few | NLL | ECE | MCE | Brier |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        lines += [evaluators.row(name, r) for name, r in rows.items()]
+    return lines
+
+
+# config.evals.fusions (in every config by default): registered in `ltx.methods` as 'fusions';
+# applies to the fused experts of a finished class-balanced-experts workdir, whose report then
+# holds every fusion's, the oracle's and the baseline's metrics per split, as `fusion.json`.
+FUSION_TABLES = evaluators.Evaluator(
+    run=lambda context: context.predictor.fusion_tables(), markdown=_fusions_markdown,
+    order=90,
+    check=lambda method: None if method.loss is not_trainable else
+    f"method {method.name!r} is not the fused class-balanced experts of a finished 'cbe' "
+    "workdir")

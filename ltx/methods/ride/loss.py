@@ -5,6 +5,20 @@ Follows `frank-xwang/RIDE-LongTailRecognition`: `model/loss.py` (`RIDELoss`,
 `RIDELossWithDistill`) and, for routing, `model/ldam_drw_resnets/ea_resnet_cifar.py` and
 `model/fb_resnets/EAResNet.py`. Expert logits are `[E, B, C]` and already include the cosine
 scale s (RIDE multiplies by s inside the model); the model output is their mean over experts.
+
+`ride_loss`, code vs paper:
+- The T_bar^2 factor is not in the paper (RIDE issue #5: absorbed into lambda).
+- The diversity term compares each expert with the ensemble mean, not the experts pairwise (a
+  comment in the code calls the mean the linear-time stand-in).
+- Quirk reproduced literally: when lambda == 0 the official loss computes l_k on z_bar instead
+  of z_k ("collaborative" loss, RIDE issue #7), so L = E * LDAM_w(z_bar, y); an ablation with
+  lambda = 0 therefore changes two things at once. With one expert z_bar = z_1 and L is exactly
+  `ldam_loss` whatever lambda is.
+- The class-balanced weights use beta = 0.9999 fixed in the code; here `beta` is a keyword.
+- Evaluation in the official code calls the criterion without expert logits, which is plain CE
+  on z_bar; use `cross_entropy` for that.
+- Self-distillation (`RIDELossWithDistill`) is composed from this and `distillation_loss`; see
+  there for the official multiplicity.
 """
 
 from __future__ import annotations
@@ -84,19 +98,7 @@ def ride_loss(expert_logits: jax.Array, labels: jax.Array, *, class_counts, rewe
     lambda < 0 pushes the experts away from the ensemble mean (CIFAR configs use -0.45, the code
     default is -0.2).
 
-    Code vs paper:
-    - The T_bar^2 factor is not in the paper (RIDE issue #5: absorbed into lambda).
-    - The diversity term compares each expert with the ensemble mean, not the experts pairwise
-      (a comment in the code calls the mean the linear-time stand-in).
-    - Quirk reproduced literally: when lambda == 0 the official loss computes l_k on z_bar instead
-      of z_k ("collaborative" loss, RIDE issue #7), so L = E * LDAM_w(z_bar, y); an ablation with
-      lambda = 0 therefore changes two things at once. With one expert z_bar = z_1 and L is exactly
-      `ldam_loss` whatever lambda is.
-    - The class-balanced weights use beta = 0.9999 fixed in the code; here `beta` is a keyword.
-    - Evaluation in the official code calls the criterion without expert logits, which is plain
-      CE on z_bar; use `cross_entropy` for that.
-    - Self-distillation (`RIDELossWithDistill`) is composed from this and `distillation_loss`;
-      see there for the official multiplicity.
+    The official code differs from the paper here (the module docstring lists how).
 
     Args:
       expert_logits: float [E, B, C], each expert's scaled cosine logits.
