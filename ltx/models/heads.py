@@ -21,7 +21,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ltx.models.resnet_cifar import kaiming_normal, torch_linear_default_init
+from ltx.models.initializers import (kaiming_normal, normed_linear_init,  # noqa: F401
+                                    torch_linear_default_init)
 
 HEAD_KINDS = ("linear", "cosine", "lws")
 LINEAR_INITS = ("kaiming", "torch")
@@ -32,16 +33,6 @@ def l2_normalize(x: jax.Array, axis: int = -1, eps: float = NORMALIZE_EPS) -> ja
     """x / max(||x||_2, eps) along `axis`, as `torch.nn.functional.normalize`."""
     norm = jnp.sqrt(jnp.sum(jnp.square(x), axis=axis, keepdims=True))
     return x / jnp.maximum(norm, eps)
-
-
-def normed_linear_init(key, shape, dtype=jnp.float32):
-    """NormedLinear's `weight.uniform_(-1, 1).renorm_(2, 1, 1e-5).mul_(1e5)` for W [F, C]:
-    U(-1, 1), then each column (dim 1 of the official [F, C] weight) scaled by
-    1e-5 / (||w_c|| + 1e-7) (renorm's factor for a norm above 1e-5) and by 1e5, i.e. to norm
-    ||w_c|| / (||w_c|| + 1e-7), 1 up to ~1e-7."""
-    w = jax.random.uniform(key, shape, jnp.float32, -1.0, 1.0)
-    norms = jnp.sqrt(jnp.sum(jnp.square(w), axis=0, keepdims=True))
-    return (w * (1e-5 / (norms + 1e-7)) * 1e5).astype(dtype)
 
 
 class LinearHead(nn.Module):

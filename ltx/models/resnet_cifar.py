@@ -36,26 +36,11 @@ import jax
 import jax.numpy as jnp
 
 from ltx.models.batch_norm import BatchNorm
-
-# kaiming_normal_(mode='fan_in', nonlinearity='relu'): N(0, 2 / fan_in), not truncated.
-kaiming_normal = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
+from ltx.models.initializers import kaiming_normal, torch_linear_default_init  # noqa: F401
 
 BN_MOMENTUM = 0.9  # Flax convention: running = momentum * running + (1 - momentum) * batch.
 BN_EPSILON = 1e-5
 _PAD1 = ((1, 1), (1, 1))
-
-
-def torch_linear_default_init(fan_in: int) -> jax.nn.initializers.Initializer:
-    """PyTorch's default `nn.Linear` init for a layer with `fan_in` inputs: U(-1/sqrt(fan_in), +).
-
-    (`kaiming_uniform_(a=sqrt(5))` on the weight reduces to this bound; the bias uses it directly.)
-    """
-    bound = 1.0 / float(fan_in) ** 0.5
-
-    def init(key, shape, dtype=jnp.float32):
-        return jax.random.uniform(key, shape, dtype, -bound, bound)
-
-    return init
 
 
 def materialize(x: jax.Array) -> jax.Array:

@@ -37,10 +37,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ltx.models.initializers import kaiming_normal_fan_out
 from ltx.models.resnet_cifar import batch_norm, relu
-
-# kaiming_normal_(mode='fan_out', nonlinearity='relu'): N(0, 2 / (kh * kw * out_channels)).
-kaiming_normal_fan_out = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 EXPANSION = {"basic": 1, "bottleneck": 4}  # output channels / planes
 STEM_WIDTH = 64
