@@ -88,30 +88,29 @@ def create_train_state(rng: jax.Array, model, tx: optax.GradientTransformation,
     return make_init(model, tx, image_shape, mesh)(rng)
 
 
-def compile_ahead(programs) -> Callable[[], None]:
+def compile_ahead(programs) -> list[Callable[[], None]]:
     """Starts compiling each (jitted function, example arguments) of `programs` in a thread of
-    its own; returns `wait()`, which blocks until every one is compiled and raises the first
-    error. A function that is not jitted (no `lower`) is left to its first call.
+    its own; returns one `ready()` per program, which blocks until it is compiled and raises
+    its error. A function that is not jitted (no `lower`) is left to its first call.
 
     Example arguments are arrays or `jax.ShapeDtypeStruct`s with the shapes, dtypes and
     shardings of the later call, which then runs the compiled program without tracing again
-    (jax.jit keeps what `lower(...).compile()` made). Tracing holds the GIL, but XLA compiles,
-    and reads the persistent compilation cache, without it: on 2 CPU cores the default job's
-    init, train step and eval step took 8.4 s compiled together against 11.1 s one after
+    (jax.jit keeps what `lower(...).compile()` made), provided it comes after `ready()`: a call
+    before it would trace and compile the program a second time. Tracing holds the GIL, but XLA
+    compiles, and reads the persistent compilation cache, without it: on 2 CPU cores the default
+    job's init, train step and eval step took 8.4 s compiled together against 11.1 s one after
     another (empty cache) and 3.0 s against 3.7 s (warm cache).
     """
-    programs = [(fn, args) for fn, args in programs if hasattr(fn, "lower")]  # Jitted ones.
     pool = concurrent.futures.ThreadPoolExecutor(max(len(programs), 1),
                                                  thread_name_prefix="ltx-compile")
     futures = [pool.submit(lambda fn=fn, args=args: fn.lower(*args).compile())
-               for fn, args in programs]
+               if hasattr(fn, "lower") else None for fn, args in programs]
     pool.shutdown(wait=False)
 
-    def wait() -> None:
-        for future in futures:
-            future.result()
+    def ready(future) -> Callable[[], None]:
+        return (lambda: None) if future is None else (lambda: future.result() and None)
 
-    return wait
+    return [ready(future) for future in futures]
 
 
 @dataclasses.dataclass(frozen=True)
