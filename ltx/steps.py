@@ -108,7 +108,10 @@ def compile_ahead(programs) -> list[Callable[[], None]]:
     pool.shutdown(wait=False)
 
     def ready(future) -> Callable[[], None]:
-        return (lambda: None) if future is None else (lambda: future.result() and None)
+        def wait() -> None:
+            if future is not None:
+                future.result()  # Raises the compilation's error, if any.
+        return wait
 
     return [ready(future) for future in futures]
 
