@@ -3,9 +3,9 @@
 A model's `init` draws every parameter from a key of its own. Inlined, as `jax.jit` inlines a
 nested jitted function by default, XLA compiles the draw (threefry bits, and erf_inv for a
 normal) once per parameter: the default job's init (BalPoE, 3 experts on ResNet-32) lowered to
-12k StableHLO ops and took 3.2 s to compile on this repository's 2-core CPU. An initialiser here
+12.4k StableHLO ops and took 3.2 s to compile on a 2-core x86 CPU. An initialiser here
 is a jitted function that XLA inlines late (`jax.Inline.XLA_LATE`), so a program compiles each
-(initialiser, shape, dtype) once: 3.1k ops and 1.9 s, most of what is left being Flax's
+(initialiser, shape, dtype) once: 3.6k ops and 1.9 s, most of what is left being Flax's
 per-parameter key derivation. Every drawn value is bit-identical to the inlined draw's
 (tests/test_models_initializers.py); only compile time changes.
 
