@@ -14,11 +14,10 @@ configured ones plus any named on the command line (`--evals=name[,name]`).
 Built in here: 'uniform' and 'shifted'. A method home registers the evaluators only it knows
 (`ltx.methods.evaluator` finds them by name: 'expert_priors' in `ltx.methods.balpoe`, 'routing'
 in `ltx.methods.ride`, 'test_time_aggregation' in `ltx.methods.sade.test_time`, 'fusions' in
-`ltx.methods.cbe`); user code adds
-its own with `ltx.methods.register_evaluator`. An evaluator's `metrics` (numbers of one split)
-also run in training's periodic and final evaluations. An evaluator named in a config that does
-not apply to the method (`Evaluator.check` gives the reason) is skipped; one asked for on the
-command line fails with that reason.
+`ltx.methods.cbe`); user code adds its own with `ltx.methods.register_evaluator`. An evaluator's
+`metrics` (numbers of one split) also run in training's periodic and final evaluations. An
+evaluator named in a config that does not apply to the method (`Evaluator.check` gives the
+reason) is skipped; one asked for on the command line fails with that reason.
 """
 
 from __future__ import annotations

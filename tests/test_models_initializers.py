@@ -52,8 +52,8 @@ def test_a_model_draws_the_values_of_the_inlined_initialisers(monkeypatch, name)
     inlined_linear = initializers.torch_linear_default_init.__wrapped__
     for module in (resnet_cifar, heads):
         monkeypatch.setattr(module, "kaiming_normal", initializers.kaiming_normal.__wrapped__)
-        monkeypatch.setattr(module, "torch_linear_default_init",
-                            lambda fan_in: inlined_linear(fan_in).__wrapped__)
+    monkeypatch.setattr(heads, "torch_linear_default_init",
+                        lambda fan_in: inlined_linear(fan_in).__wrapped__)
     monkeypatch.setattr(heads, "normed_linear_init", initializers.normed_linear_init.__wrapped__)
     inlined, inlined_calls = _init(config)
     leaves = jax.tree.leaves(outlined)

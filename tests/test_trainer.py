@@ -364,8 +364,11 @@ def test_a_second_identical_run_compiles_nothing_new(tmp_path):
 
 def test_the_loop_runs_the_programs_compiled_ahead(tmp_path):
     """The train and eval steps are traced once each, by `steps.compile_ahead`'s threads while
-    the state initialises; the loop's first step and the evaluations reuse those programs."""
+    the state initialises; the loop's first step, the periodic evaluation (the loop waits for
+    the eval step only there) and the final one reuse those programs."""
     traced = []
+    config = tiny_config(epochs=2)
+    config.eval.every_epochs = 1
 
     def listen(event, duration, **kwargs):
         if event == "/jax/core/compile/jaxpr_trace_duration":
@@ -373,9 +376,11 @@ def test_the_loop_runs_the_programs_compiled_ahead(tmp_path):
 
     jax.monitoring.register_event_duration_secs_listener(listen)
     try:
-        trainer.train_and_evaluate(tiny_config(epochs=1), str(tmp_path / "run"))
+        trainer.train_and_evaluate(config, str(tmp_path / "run"))
     finally:
         jax.monitoring.unregister_event_duration_listener(listen)
+    metrics = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
+    assert any(any(key.startswith("val/") for key in row) for row in metrics)
     steps_traced = [thread for name, thread in traced if name == "step_fn"]
     assert len(steps_traced) == 2, traced  # The train step and the eval step.
     assert all(thread.startswith("ltx-compile") for thread in steps_traced), traced

@@ -21,8 +21,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ltx.models.initializers import (kaiming_normal, normed_linear_init,  # noqa: F401
-                                    torch_linear_default_init)
+from ltx.models.initializers import kaiming_normal, normed_linear_init, torch_linear_default_init
 
 HEAD_KINDS = ("linear", "cosine", "lws")
 LINEAR_INITS = ("kaiming", "torch")

@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 
 from ltx.models.batch_norm import BatchNorm
-from ltx.models.initializers import kaiming_normal, torch_linear_default_init  # noqa: F401
+from ltx.models.initializers import kaiming_normal
 
 BN_MOMENTUM = 0.9  # Flax convention: running = momentum * running + (1 - momentum) * batch.
 BN_EPSILON = 1e-5
